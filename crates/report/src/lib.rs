@@ -1,0 +1,1 @@
+//! w2sg-report: plots and the HTML report.

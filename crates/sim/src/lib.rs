@@ -1,0 +1,7 @@
+//! w2sg-sim: the single-index weak-to-strong lab.
+//!
+//! The model, notation and theory follow `shared/conventions.md`. Data flows
+//! config → engine → results: see [`config`] for what a run is, [`engine`] for how it is simulated and
+//! [`theory`] for the d → ∞ predictions set beside it.
+
+pub mod rng;
