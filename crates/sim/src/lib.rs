@@ -5,3 +5,11 @@
 //! [`theory`] for the d → ∞ predictions set beside it.
 
 pub mod rng;
+pub mod link;
+pub mod quadrature;
+pub mod tridiagonal;
+pub mod kernels;
+pub mod model;
+pub mod spectral;
+pub mod sgd;
+pub mod theory;
