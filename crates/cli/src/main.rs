@@ -1,1 +1,184 @@
-fn main() {}
+//! The `w2sg` command-line tool: a thin layer over the lab crates.
+//!
+//! Exit codes: 0 success; 1 a run failed or results could not be written (everything that finished is
+//! still written); 2 bad input (config file, flags).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use w2sg_sim::config::Plan;
+use w2sg_sim::engine::{run_cost, simulate_all};
+use w2sg_sim::output::{write_simulation, write_theory};
+use w2sg_sim::prediction::predict;
+
+#[derive(Parser)]
+#[command(
+    name = "w2sg",
+    version,
+    about = "Weak-to-strong generalization lab: single-index simulations with exact theory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The single-index theory lab.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Simulate every run of a config (lists are swept, `seeds = N` repeats) and write result tables.
+    Run {
+        /// TOML config file (see README, "Config keys").
+        config: PathBuf,
+        /// Output directory: summary.csv, summary.json, trajectory.csv.
+        #[arg(long)]
+        out: PathBuf,
+        /// Worker threads (default: all cores). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Write the d → ∞ theory for every grid point of a config, in the same tables.
+    Theory {
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn read_plan(path: &Path) -> Result<Plan, ExitCode> {
+    Plan::read(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn copy_config(config: &Path, out: &Path) {
+    // Provenance: the exact config next to its results. Failure here is not worth failing the run.
+    let _ =
+        std::fs::create_dir_all(out).and_then(|_| std::fs::copy(config, out.join("config.toml")));
+}
+
+fn sim_run(config: &Path, out: &Path, threads: usize) -> ExitCode {
+    let plan = match read_plan(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let jobs: Vec<_> = plan
+        .grid
+        .iter()
+        .flat_map(|g| plan.seeds.iter().map(move |&s| (&g.config, s)))
+        .collect();
+    let total: u64 = jobs.iter().map(|(c, _)| run_cost(c)).sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {percent:>3}% samples {human_pos}/{human_len} ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    eprintln!(
+        "w2sg sim run: {} runs ({} grid points × {} seeds)",
+        jobs.len(),
+        plan.grid.len(),
+        plan.seeds.len()
+    );
+    let started = std::time::Instant::now();
+    let results = simulate_all(&jobs, threads, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let failed: Vec<String> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            r.as_ref()
+                .err()
+                .map(|e| format!("run {i} (seed {}): {e}", jobs[i].1))
+        })
+        .collect();
+    copy_config(config, out);
+    if let Err(e) = write_simulation(out, &plan, &config.display().to_string(), &results) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    eprintln!(
+        "wrote {}/summary.csv, summary.json, trajectory.csv in {:.1} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for f in &failed {
+            eprintln!("error: {f}");
+        }
+        eprintln!(
+            "{} of {} runs failed; the others are in the tables",
+            failed.len(),
+            jobs.len()
+        );
+        ExitCode::from(1)
+    }
+}
+
+fn sim_theory(config: &Path, out: &Path) -> ExitCode {
+    let plan = match read_plan(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let bar = ProgressBar::new(plan.grid.len() as u64);
+    let results: Vec<_> = plan
+        .grid
+        .iter()
+        .map(|g| {
+            let r = predict(&g.config);
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    copy_config(config, out);
+    match write_theory(out, &plan, &config.display().to_string(), &results) {
+        Ok(()) => {
+            eprintln!(
+                "wrote {}/summary.csv, summary.json, trajectory.csv",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Sim {
+            command:
+                SimCommand::Run {
+                    config,
+                    out,
+                    threads,
+                },
+        } => sim_run(&config, &out, threads),
+        Command::Sim {
+            command: SimCommand::Theory { config, out },
+        } => sim_theory(&config, &out),
+    }
+}

@@ -4,12 +4,16 @@
 //! config → engine → results: see [`config`] for what a run is, [`engine`] for how it is simulated and
 //! [`theory`] for the d → ∞ predictions set beside it.
 
-pub mod rng;
-pub mod link;
-pub mod quadrature;
-pub mod tridiagonal;
+pub mod config;
+pub mod engine;
 pub mod kernels;
+pub mod link;
 pub mod model;
-pub mod spectral;
+pub mod output;
+pub mod prediction;
+pub mod quadrature;
+pub mod rng;
 pub mod sgd;
+pub mod spectral;
 pub mod theory;
+pub mod tridiagonal;

@@ -67,7 +67,11 @@ impl Link {
                     "square" | "z2" | "z^2" | "z²" => Link::Square,
                     other => match other.strip_prefix("he").and_then(|k| k.parse::<u32>().ok()) {
                         Some(k) if (1..=6).contains(&k) => Link::Hermite(k),
-                        _ => return Err(format!("unknown link `{name}`; expected one of {LINK_NAMES}")),
+                        _ => {
+                            return Err(format!(
+                                "unknown link `{name}`; expected one of {LINK_NAMES}"
+                            ))
+                        }
                     },
                 };
                 Ok(link)
@@ -162,7 +166,9 @@ impl Link {
     /// Normalized Hermite coefficients `a_0 ..= a_kmax`.
     pub fn hermite_coefficients(&self, kmax: usize) -> Vec<f64> {
         if let Link::Coefficients(c) = self {
-            return (0..=kmax).map(|k| c.get(k).copied().unwrap_or(0.0)).collect();
+            return (0..=kmax)
+                .map(|k| c.get(k).copied().unwrap_or(0.0))
+                .collect();
         }
         let shape = self.shape_of_power(1, kmax);
         let mut acc = vec![0.0; kmax + 1];
@@ -200,13 +206,19 @@ impl Link {
 
     /// Whether σ is odd (so the sign of w matters) — decided from its Hermite coefficients.
     pub fn is_even(&self) -> bool {
-        self.hermite_coefficients(20).iter().skip(1).step_by(2).all(|a| *a == 0.0)
+        self.hermite_coefficients(20)
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .all(|a| *a == 0.0)
     }
 
     /// The spec that reads back as this link.
     pub fn to_spec(&self) -> LinkSpec {
         match self {
-            Link::Coefficients(c) => LinkSpec::Coefficients { coefficients: c.clone() },
+            Link::Coefficients(c) => LinkSpec::Coefficients {
+                coefficients: c.clone(),
+            },
             other => LinkSpec::Name(other.to_string()),
         }
     }
@@ -355,7 +367,10 @@ mod tests {
             let fact: f64 = (1..=k).map(f64::from).product();
             for (j, &aj) in a.iter().enumerate() {
                 let want = if j == k as usize { fact.sqrt() } else { 0.0 };
-                assert!((aj - want).abs() < 1e-12, "he{k}: a_{j} = {aj}, want {want}");
+                assert!(
+                    (aj - want).abs() < 1e-12,
+                    "he{k}: a_{j} = {aj}, want {want}"
+                );
             }
         }
     }
@@ -386,7 +401,9 @@ mod tests {
         assert!((erf_a[3] + 4.0 / (3.0 * (3.0 * PI).sqrt()) / 6f64.sqrt()).abs() < tol);
         // z²: a0 = 1, a2 = sqrt 2.
         let sq = link("square").hermite_coefficients(4);
-        assert!((sq[0] - 1.0).abs() < tol && (sq[2] - 2f64.sqrt()).abs() < tol && sq[4].abs() < tol);
+        assert!(
+            (sq[0] - 1.0).abs() < tol && (sq[2] - 2f64.sqrt()).abs() < tol && sq[4].abs() < tol
+        );
         // Reference values from conventions.md (4 decimals).
         let tanh = link("tanh").hermite_coefficients(3);
         assert!((tanh[1] - 0.6057).abs() < 5e-5 && (tanh[3] + 0.1484).abs() < 5e-5);
@@ -402,13 +419,20 @@ mod tests {
             let l = link(name);
             let a = l.hermite_coefficients(40);
             let sum: f64 = a.iter().map(|x| x * x).sum();
-            assert!((sum - l.second_moment()).abs() < 1e-7, "{name}: {sum} vs {}", l.second_moment());
+            assert!(
+                (sum - l.second_moment()).abs() < 1e-7,
+                "{name}: {sum} vs {}",
+                l.second_moment()
+            );
         }
     }
 
     #[test]
     fn coefficient_links_round_trip() {
-        let l = Link::from_spec(&LinkSpec::Coefficients { coefficients: vec![0.1, 0.0, 0.5, 1.0] }).unwrap();
+        let l = Link::from_spec(&LinkSpec::Coefficients {
+            coefficients: vec![0.1, 0.0, 0.5, 1.0],
+        })
+        .unwrap();
         let a = l.hermite_coefficients(5);
         assert_eq!(a, vec![0.1, 0.0, 0.5, 1.0, 0.0, 0.0]);
         // σ(z) = 0.1 + 0.5 He2/sqrt2 + He3/sqrt6; check value and derivative by finite differences.
@@ -425,12 +449,18 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        for name in ["he1", "he2", "he3", "he4", "he5", "he6", "tanh", "erf", "sigmoid", "square", "relu", "abs"] {
+        for name in [
+            "he1", "he2", "he3", "he4", "he5", "he6", "tanh", "erf", "sigmoid", "square", "relu",
+            "abs",
+        ] {
             let l = link(name);
             for &z in &[-2.3, -0.7, 0.4, 1.9] {
                 let h = 1e-6;
                 let fd = (l.eval(z + h) - l.eval(z - h)) / (2.0 * h);
-                assert!((l.deriv(z) - fd).abs() < 1e-6 * fd.abs().max(1.0), "{name} at {z}");
+                assert!(
+                    (l.deriv(z) - fd).abs() < 1e-6 * fd.abs().max(1.0),
+                    "{name} at {z}"
+                );
                 let (v, d) = l.eval_and_deriv(z);
                 assert_eq!((v, d), (l.eval(z), l.deriv(z)));
             }
@@ -440,7 +470,12 @@ mod tests {
     #[test]
     fn erf_is_accurate() {
         // Reference values (Abramowitz & Stegun, 15 digits).
-        for (x, want) in [(0.5, 0.520499877813047), (1.0, 0.842700792949715), (2.5, 0.999593047982555), (3.0, 0.999977909503001)] {
+        for (x, want) in [
+            (0.5, 0.520499877813047),
+            (1.0, 0.842700792949715),
+            (2.5, 0.999593047982555),
+            (3.0, 0.999977909503001),
+        ] {
             assert!((erf(x) - want).abs() < 2e-15, "erf({x}) = {}", erf(x));
             assert!((erf(-x) + want).abs() < 2e-15);
         }

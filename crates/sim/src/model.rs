@@ -85,7 +85,10 @@ impl DataLaw {
     }
 
     pub fn spiked(d: usize, beta: f64, v: Direction) -> Self {
-        Self { d, spike: Some((beta, v)) }
+        Self {
+            d,
+            spike: Some((beta, v)),
+        }
     }
 
     /// `aᵀ Σ b` for this law's covariance Σ, from the directions' overlaps.
@@ -169,14 +172,22 @@ mod tests {
             for b in 0..3 {
                 let want = f64::from(a == b) + beta * vd[a] * vd[b];
                 // standard error of a sample covariance entry is about sqrt((Σaa Σbb + Σab²)/n) ≤ 0.01
-                assert!((cov[a][b] - want).abs() < 0.05, "cov[{a}][{b}] = {} want {want}", cov[a][b]);
+                assert!(
+                    (cov[a][b] - want).abs() < 0.05,
+                    "cov[{a}][{b}] = {} want {want}",
+                    cov[a][b]
+                );
             }
         }
     }
 
     #[test]
     fn directions_are_unit_and_overlap_as_planted() {
-        let (t, w, v) = (target_direction(), weak_direction(0.3), spike_direction(0.8));
+        let (t, w, v) = (
+            target_direction(),
+            weak_direction(0.3),
+            spike_direction(0.8),
+        );
         assert!((w.dot_direction(&w) - 1.0).abs() < 1e-15);
         assert!((t.dot_direction(&w) - 0.3).abs() < 1e-15);
         assert!((v.dot_direction(&t) - 0.8).abs() < 1e-15);

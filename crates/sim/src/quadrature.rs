@@ -25,8 +25,13 @@ pub struct Rule {
 /// Golub–Welsch: nodes are eigenvalues of the Jacobi matrix, weights `mass · (first eigenvector comp.)²`.
 fn golub_welsch(diag: &[f64], off: &[f64], mass: f64) -> Rule {
     let eig = tridiagonal_eigen(diag, off).expect("Jacobi matrices are finite");
-    let weights = (0..eig.n).map(|j| mass * eig.vector(j)[0].powi(2)).collect();
-    Rule { nodes: eig.values, weights }
+    let weights = (0..eig.n)
+        .map(|j| mass * eig.vector(j)[0].powi(2))
+        .collect();
+    Rule {
+        nodes: eig.values,
+        weights,
+    }
 }
 
 /// `n`-point Gauss–Hermite rule for `E[f(z)]`, `z ~ N(0,1)`.
@@ -151,7 +156,11 @@ pub struct Bivariate {
 impl Bivariate {
     /// Unit variances, correlation `r`.
     pub fn correlated(r: f64) -> Self {
-        Self { var_u: 1.0, var_v: 1.0, cov: r }
+        Self {
+            var_u: 1.0,
+            var_v: 1.0,
+            cov: r,
+        }
     }
 }
 
@@ -194,11 +203,19 @@ pub fn bivariate_expectation<const K: usize>(
     }
     let b = law.cov / a;
     let c2 = law.var_v - b * b;
-    let c = if c2 > 1e-14 * law.var_v.max(1e-300) { c2.sqrt() } else { 0.0 };
+    let c = if c2 > 1e-14 * law.var_v.max(1e-300) {
+        c2.sqrt()
+    } else {
+        0.0
+    };
     // Along z1 the outer integrand is a polynomial of the summed degree when both are, and kinked at u's
     // kinks. v's kinks are smoothed by the inner integral over a width c/|b| in z1; splitting the outer
     // rule at their centre keeps it accurate when that width is small (and exact when c = 0).
-    let v_in_z1 = if b != 0.0 { scaled(&shape.v, 0.0, b) } else { Shape::Smooth };
+    let v_in_z1 = if b != 0.0 {
+        scaled(&shape.v, 0.0, b)
+    } else {
+        Shape::Smooth
+    };
     let outer = merge(&scaled(&shape.u, 0.0, a), &v_in_z1);
     for_each_node(&outer, |z1, w1| {
         let u = a * z1;
@@ -248,11 +265,19 @@ mod tests {
         for n in [5, 20, 64] {
             let rule = gauss_hermite(n);
             for k in 0..(2 * n as u32).min(30) {
-                let m: f64 = rule.nodes.iter().zip(&rule.weights).map(|(z, w)| w * z.powi(k as i32)).sum();
+                let m: f64 = rule
+                    .nodes
+                    .iter()
+                    .zip(&rule.weights)
+                    .map(|(z, w)| w * z.powi(k as i32))
+                    .sum();
                 let want = double_factorial_moment(k);
                 // Odd moments cancel between large symmetric terms: scale the tolerance by E[z^2k]^(1/2).
                 let scale = double_factorial_moment(2 * k).sqrt().max(1.0);
-                assert!((m - want).abs() <= 1e-12 * scale, "n={n} k={k}: {m} vs {want}");
+                assert!(
+                    (m - want).abs() <= 1e-12 * scale,
+                    "n={n} k={k}: {m} vs {want}"
+                );
             }
         }
     }
@@ -261,8 +286,17 @@ mod tests {
     fn legendre_rule_integrates_polynomials() {
         let rule = gauss_legendre(16);
         for k in 0..31 {
-            let got: f64 = rule.nodes.iter().zip(&rule.weights).map(|(x, w)| w * x.powi(k)).sum();
-            let want = if k % 2 == 1 { 0.0 } else { 2.0 / (k as f64 + 1.0) };
+            let got: f64 = rule
+                .nodes
+                .iter()
+                .zip(&rule.weights)
+                .map(|(x, w)| w * x.powi(k))
+                .sum();
+            let want = if k % 2 == 1 {
+                0.0
+            } else {
+                2.0 / (k as f64 + 1.0)
+            };
             assert!((got - want).abs() < 1e-13, "k={k}");
         }
     }
@@ -297,25 +331,49 @@ mod tests {
     #[test]
     fn bivariate_moments() {
         // E[u^2 v^2] = var_u var_v + 2 cov^2 (Isserlis).
-        let law = Bivariate { var_u: 1.5, var_v: 0.7, cov: 0.4 };
-        let shape = Shape2 { u: Shape::Polynomial(2), v: Shape::Polynomial(2) };
+        let law = Bivariate {
+            var_u: 1.5,
+            var_v: 0.7,
+            cov: 0.4,
+        };
+        let shape = Shape2 {
+            u: Shape::Polynomial(2),
+            v: Shape::Polynomial(2),
+        };
         let [m] = bivariate_expectation(law, &shape, |u, v| [u * u * v * v]);
         assert!((m - (1.5 * 0.7 + 2.0 * 0.16)).abs() < 1e-12);
         // Orthant probability P(u > 0, v > 0) = 1/4 + asin(r)/(2 pi), with kinks split exactly.
         let r: f64 = 0.6;
-        let shape = Shape2 { u: Shape::Kinks(vec![0.0]), v: Shape::Kinks(vec![0.0]) };
+        let shape = Shape2 {
+            u: Shape::Kinks(vec![0.0]),
+            v: Shape::Kinks(vec![0.0]),
+        };
         let [p] = bivariate_expectation(Bivariate::correlated(r), &shape, |u, v| {
             [f64::from(u > 0.0 && v > 0.0)]
         });
-        assert!((p - (0.25 + r.asin() / (2.0 * std::f64::consts::PI))).abs() < 1e-12, "{p}");
+        assert!(
+            (p - (0.25 + r.asin() / (2.0 * std::f64::consts::PI))).abs() < 1e-12,
+            "{p}"
+        );
     }
 
     #[test]
     fn degenerate_bivariate_is_one_dimensional() {
-        let shape = Shape2 { u: Shape::Polynomial(2), v: Shape::Polynomial(2) };
+        let shape = Shape2 {
+            u: Shape::Polynomial(2),
+            v: Shape::Polynomial(2),
+        };
         let [m] = bivariate_expectation(Bivariate::correlated(1.0), &shape, |u, v| [u * v]);
         assert!((m - 1.0).abs() < 1e-12);
-        let [m] = bivariate_expectation(Bivariate { var_u: 0.0, var_v: 2.0, cov: 0.0 }, &shape, |_, v| [v * v]);
+        let [m] = bivariate_expectation(
+            Bivariate {
+                var_u: 0.0,
+                var_v: 2.0,
+                cov: 0.0,
+            },
+            &shape,
+            |_, v| [v * v],
+        );
         assert!((m - 2.0).abs() < 1e-12);
     }
 }

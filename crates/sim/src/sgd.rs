@@ -86,7 +86,11 @@ pub fn train<const N: usize>(
     let c = settings.lr / d as f64;
     let renormalize_every = (d / batch).max(1) as u64;
     let mut x = vec![0.0; d * batch];
-    let mut grad_sum: Vec<Vec<f64>> = if batch > 1 { vec![vec![0.0; d]; N] } else { Vec::new() };
+    let mut grad_sum: Vec<Vec<f64>> = if batch > 1 {
+        vec![vec![0.0; d]; N]
+    } else {
+        Vec::new()
+    };
     let mut t: u64 = 0;
     let mut batches: u64 = 0;
     for &checkpoint in checkpoints {
@@ -94,14 +98,28 @@ pub fn train<const N: usize>(
             if batch == 1 {
                 step_single(students, &labelers, link, law, c, rng, &mut x);
             } else {
-                step_batch(students, &labelers, link, law, c, rng, &mut x, &mut grad_sum, batch);
+                step_batch(
+                    students,
+                    &labelers,
+                    link,
+                    law,
+                    c,
+                    rng,
+                    &mut x,
+                    &mut grad_sum,
+                    batch,
+                );
             }
             t += batch as u64;
             batches += 1;
             if batches % renormalize_every == 0 {
                 for (j, s) in students.iter_mut().enumerate() {
                     if !s.is_finite() || s.u.iter().any(|v| !v.is_finite()) {
-                        return Err(Diverged { student: j, sample: t, tau: t as f64 / d as f64 });
+                        return Err(Diverged {
+                            student: j,
+                            sample: t,
+                            tau: t as f64 / d as f64,
+                        });
                     }
                     s.renormalize();
                 }
@@ -109,7 +127,11 @@ pub fn train<const N: usize>(
         }
         for (j, s) in students.iter_mut().enumerate() {
             if !s.is_finite() || s.u.iter().any(|v| !v.is_finite()) {
-                return Err(Diverged { student: j, sample: t, tau: t as f64 / d as f64 });
+                return Err(Diverged {
+                    student: j,
+                    sample: t,
+                    tau: t as f64 / d as f64,
+                });
             }
             s.renormalize();
         }
@@ -216,7 +238,11 @@ mod tests {
         // One batch-1 step through the lazy path must equal w' = ((1+cGz) w − cG x)/‖·‖ computed directly.
         let d = 50;
         let link = Link::Hermite(2);
-        let labeler = Labeler { link: link.clone(), direction: target_direction(), noise: 0.0 };
+        let labeler = Labeler {
+            link: link.clone(),
+            direction: target_direction(),
+            noise: 0.0,
+        };
         let law = DataLaw::isotropic(d);
         let mut rng = SimRng::from_seed(11);
         let w0 = rng.unit_vector(d);
@@ -224,13 +250,27 @@ mod tests {
         let settings = SgdSettings { lr: 0.7, batch: 1 };
         let mut sample_rng = SimRng::from_seed(99);
         let mut replay = sample_rng.clone();
-        train(&mut students, [&labeler], &link, &law, settings, &mut sample_rng, &[1], |_, _| {}).unwrap();
+        train(
+            &mut students,
+            [&labeler],
+            &link,
+            &law,
+            settings,
+            &mut sample_rng,
+            &[1],
+            |_, _| {},
+        )
+        .unwrap();
         let mut x = vec![0.0; d];
         law.sample(&mut replay, &mut x);
         let z: f64 = w0.iter().zip(&x).map(|(a, b)| a * b).sum();
         let g = (link.eval(z) - link.eval(x[0])) * link.deriv(z);
         let c = 0.7 / d as f64;
-        let mut w1: Vec<f64> = w0.iter().zip(&x).map(|(w, xi)| (1.0 + c * g * z) * w - c * g * xi).collect();
+        let mut w1: Vec<f64> = w0
+            .iter()
+            .zip(&x)
+            .map(|(w, xi)| (1.0 + c * g * z) * w - c * g * xi)
+            .collect();
         let n = w1.iter().map(|v| v * v).sum::<f64>().sqrt();
         w1.iter_mut().for_each(|v| *v /= n);
         let got = students[0].weights();
@@ -243,13 +283,27 @@ mod tests {
     fn batch_step_equals_sum_of_gradients() {
         let d = 40;
         let link = Link::Tanh;
-        let labeler = Labeler { link: link.clone(), direction: target_direction(), noise: 0.0 };
+        let labeler = Labeler {
+            link: link.clone(),
+            direction: target_direction(),
+            noise: 0.0,
+        };
         let law = DataLaw::isotropic(d);
         let w0 = SimRng::from_seed(1).unit_vector(d);
         let mut students = [Student::new(w0.clone())];
         let mut rng = SimRng::from_seed(2);
         let mut replay = rng.clone();
-        train(&mut students, [&labeler], &link, &law, SgdSettings { lr: 2.0, batch: 3 }, &mut rng, &[3], |_, _| {}).unwrap();
+        train(
+            &mut students,
+            [&labeler],
+            &link,
+            &law,
+            SgdSettings { lr: 2.0, batch: 3 },
+            &mut rng,
+            &[3],
+            |_, _| {},
+        )
+        .unwrap();
         let c = 2.0 / d as f64;
         let mut step = w0.clone();
         let mut gz = 0.0;
@@ -262,7 +316,9 @@ mod tests {
             gz += g * z;
             gx.iter_mut().zip(&x).for_each(|(a, b)| *a += g * b);
         }
-        step.iter_mut().zip(&gx).for_each(|(w, g)| *w = (1.0 + c * gz) * *w - c * g);
+        step.iter_mut()
+            .zip(&gx)
+            .for_each(|(w, g)| *w = (1.0 + c * gz) * *w - c * g);
         let n = step.iter().map(|v| v * v).sum::<f64>().sqrt();
         let got = students[0].weights();
         for i in 0..d {
@@ -274,19 +330,29 @@ mod tests {
     fn divergence_is_reported_with_the_step() {
         let d = 20;
         let link = Link::Hermite(4);
-        let labeler = Labeler { link: link.clone(), direction: target_direction(), noise: 0.0 };
+        let labeler = Labeler {
+            link: link.clone(),
+            direction: target_direction(),
+            noise: 0.0,
+        };
         let mut students = [Student::new(SimRng::from_seed(4).unit_vector(d))];
         let result = train(
             &mut students,
             [&labeler],
             &link,
             &DataLaw::isotropic(d),
-            SgdSettings { lr: 1e300, batch: 1 },
+            SgdSettings {
+                lr: 1e300,
+                batch: 1,
+            },
             &mut SimRng::from_seed(5),
             &[1000],
             |_, _| {},
         );
         let err = result.unwrap_err();
-        assert!(err.sample <= 1000 && err.to_string().contains("diverged at sample"), "{err}");
+        assert!(
+            err.sample <= 1000 && err.to_string().contains("diverged at sample"),
+            "{err}"
+        );
     }
 }

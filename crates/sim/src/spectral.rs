@@ -59,7 +59,10 @@ pub fn lanczos_top(
             let s = eig.vector(top).to_vec();
             let residual = b * s[k - 1].abs();
             let value = eig.values[top];
-            if residual <= rel_tol * value.abs().max(1e-300) || k == max_iter || b <= 1e-14 * a.abs().max(1e-300) {
+            if residual <= rel_tol * value.abs().max(1e-300)
+                || k == max_iter
+                || b <= 1e-14 * a.abs().max(1e-300)
+            {
                 break (value, s, residual);
             }
         }
@@ -74,7 +77,13 @@ pub fn lanczos_top(
     let norm = kernels::norm_squared(&vector).sqrt();
     vector.iter_mut().for_each(|v| *v /= norm);
     let iterations = alpha.len();
-    TopEigen { value, vector, iterations, residual, converged: residual <= rel_tol * value.abs().max(1e-300) }
+    TopEigen {
+        value,
+        vector,
+        iterations,
+        residual,
+        converged: residual <= rel_tol * value.abs().max(1e-300),
+    }
 }
 
 /// An `n × d` sample matrix, row-major, with optional row weights.
@@ -96,7 +105,12 @@ impl SampleMatrix {
                 *dst = src as f32;
             }
         }
-        Self { n, d, rows, weights: None }
+        Self {
+            n,
+            d,
+            rows,
+            weights: None,
+        }
     }
 
     pub fn with_weights(mut self, weights: Vec<f64>) -> Self {
@@ -138,7 +152,13 @@ impl SampleMatrix {
 
     /// The top eigenpair of the (weighted) sample covariance.
     pub fn top_eigen(&self, rng: &mut SimRng) -> TopEigen {
-        lanczos_top(self.d, |q, out| self.apply_covariance(q, out), rng, 300, 1e-10)
+        lanczos_top(
+            self.d,
+            |q, out| self.apply_covariance(q, out),
+            rng,
+            300,
+            1e-10,
+        )
     }
 }
 
@@ -149,11 +169,25 @@ mod tests {
     #[test]
     fn lanczos_finds_the_top_of_a_diagonal_operator() {
         let d = 200;
-        let diag: Vec<f64> = (0..d).map(|i| 1.0 + i as f64 / d as f64).chain([]).collect();
+        let diag: Vec<f64> = (0..d)
+            .map(|i| 1.0 + i as f64 / d as f64)
+            .chain([])
+            .collect();
         let mut diag = diag;
         diag[17] = 5.0; // isolated top eigenvalue
         let mut rng = SimRng::from_seed(3);
-        let top = lanczos_top(d, |q, out| out.iter_mut().zip(q).zip(&diag).for_each(|((o, x), a)| *o = a * x), &mut rng, 100, 1e-12);
+        let top = lanczos_top(
+            d,
+            |q, out| {
+                out.iter_mut()
+                    .zip(q)
+                    .zip(&diag)
+                    .for_each(|((o, x), a)| *o = a * x)
+            },
+            &mut rng,
+            100,
+            1e-12,
+        );
         assert!(top.converged);
         assert!((top.value - 5.0).abs() < 1e-10);
         assert!((top.vector[17].abs() - 1.0).abs() < 1e-10);

@@ -54,10 +54,27 @@ pub fn escape_samples_scale(information_exponent: usize, d: usize) -> f64 {
 
 /// Exact risk `½ E[(g(p·x) − σ(θ*·x))²] + Δ/2` of a predictor `g(p·x)` with unit p, under
 /// `N(0, I + β v vᵀ)`, where `m = p·θ*`, `s = p·v`, `eta = θ*·v`.
-pub fn predictor_risk(predictor: &Link, target: &Link, noise: f64, m: f64, s: f64, eta: f64, beta: f64) -> f64 {
-    let law = Bivariate { var_u: 1.0 + beta * s * s, var_v: 1.0 + beta * eta * eta, cov: m + beta * s * eta };
-    let shape = Shape2 { u: predictor.shape_of_power(2, 0), v: target.shape_of_power(2, 0) };
-    let [e] = bivariate_expectation(law, &shape, |a, q| [(predictor.eval(a) - target.eval(q)).powi(2)]);
+pub fn predictor_risk(
+    predictor: &Link,
+    target: &Link,
+    noise: f64,
+    m: f64,
+    s: f64,
+    eta: f64,
+    beta: f64,
+) -> f64 {
+    let law = Bivariate {
+        var_u: 1.0 + beta * s * s,
+        var_v: 1.0 + beta * eta * eta,
+        cov: m + beta * s * eta,
+    };
+    let shape = Shape2 {
+        u: predictor.shape_of_power(2, 0),
+        v: target.shape_of_power(2, 0),
+    };
+    let [e] = bivariate_expectation(law, &shape, |a, q| {
+        [(predictor.eval(a) - target.eval(q)).powi(2)]
+    });
     0.5 * e + 0.5 * noise
 }
 
@@ -93,8 +110,15 @@ impl OverlapOde {
         let [_, r, s] = *state;
         let g = &self.geometry;
         let kt = g.label_spike_overlap;
-        let law = Bivariate { var_u: 1.0 + g.beta * s * s, var_v: 1.0 + g.beta * kt * kt, cov: r + g.beta * s * kt };
-        let shape = Shape2 { u: self.student.shape_of_power(4, 1), v: self.label_link.shape_of_power(2, 1) };
+        let law = Bivariate {
+            var_u: 1.0 + g.beta * s * s,
+            var_v: 1.0 + g.beta * kt * kt,
+            cov: r + g.beta * s * kt,
+        };
+        let shape = Shape2 {
+            u: self.student.shape_of_power(4, 1),
+            v: self.label_link.shape_of_power(2, 1),
+        };
         let noise = self.label_noise;
         bivariate_expectation(law, &shape, |z, q| {
             let (f, df) = self.student.eval_and_deriv(z);
@@ -149,7 +173,11 @@ impl OverlapOde {
                 if err <= tol || step < 1e-12 {
                     t += step;
                     y = y5;
-                    let grow = if err == 0.0 { 5.0 } else { (0.9 * (tol / err).powf(0.2)).clamp(0.2, 5.0) };
+                    let grow = if err == 0.0 {
+                        5.0
+                    } else {
+                        (0.9 * (tol / err).powf(0.2)).clamp(0.2, 5.0)
+                    };
                     if step == h {
                         h *= grow;
                     }
@@ -178,24 +206,53 @@ fn dopri_step(ode: &OverlapOde, y: &Overlaps, h: f64) -> (Overlaps, f64) {
     let k1 = ode.rhs(y);
     let k2 = ode.rhs(&add(y, &[(1.0 / 5.0, &k1)], h));
     let k3 = ode.rhs(&add(y, &[(3.0 / 40.0, &k1), (9.0 / 40.0, &k2)], h));
-    let k4 = ode.rhs(&add(y, &[(44.0 / 45.0, &k1), (-56.0 / 15.0, &k2), (32.0 / 9.0, &k3)], h));
+    let k4 = ode.rhs(&add(
+        y,
+        &[(44.0 / 45.0, &k1), (-56.0 / 15.0, &k2), (32.0 / 9.0, &k3)],
+        h,
+    ));
     let k5 = ode.rhs(&add(
         y,
-        &[(19372.0 / 6561.0, &k1), (-25360.0 / 2187.0, &k2), (64448.0 / 6561.0, &k3), (-212.0 / 729.0, &k4)],
+        &[
+            (19372.0 / 6561.0, &k1),
+            (-25360.0 / 2187.0, &k2),
+            (64448.0 / 6561.0, &k3),
+            (-212.0 / 729.0, &k4),
+        ],
         h,
     ));
     let k6 = ode.rhs(&add(
         y,
-        &[(9017.0 / 3168.0, &k1), (-355.0 / 33.0, &k2), (46732.0 / 5247.0, &k3), (49.0 / 176.0, &k4), (-5103.0 / 18656.0, &k5)],
+        &[
+            (9017.0 / 3168.0, &k1),
+            (-355.0 / 33.0, &k2),
+            (46732.0 / 5247.0, &k3),
+            (49.0 / 176.0, &k4),
+            (-5103.0 / 18656.0, &k5),
+        ],
         h,
     ));
     let y5 = add(
         y,
-        &[(35.0 / 384.0, &k1), (500.0 / 1113.0, &k3), (125.0 / 192.0, &k4), (-2187.0 / 6784.0, &k5), (11.0 / 84.0, &k6)],
+        &[
+            (35.0 / 384.0, &k1),
+            (500.0 / 1113.0, &k3),
+            (125.0 / 192.0, &k4),
+            (-2187.0 / 6784.0, &k5),
+            (11.0 / 84.0, &k6),
+        ],
         h,
     );
     let k7 = ode.rhs(&y5);
-    let e = [71.0 / 57600.0, 0.0, -71.0 / 16695.0, 71.0 / 1920.0, -17253.0 / 339200.0, 22.0 / 525.0, -1.0 / 40.0];
+    let e = [
+        71.0 / 57600.0,
+        0.0,
+        -71.0 / 16695.0,
+        71.0 / 1920.0,
+        -17253.0 / 339200.0,
+        22.0 / 525.0,
+        -1.0 / 40.0,
+    ];
     let ks = [k1, k2, k3, k4, k5, k6, k7];
     let mut err = 0.0f64;
     for i in 0..3 {
@@ -210,20 +267,37 @@ mod tests {
     use super::*;
 
     fn isotropic(rho: f64) -> Geometry {
-        Geometry { label_target_overlap: rho, label_spike_overlap: rho, eta: 1.0, beta: 0.0 }
+        Geometry {
+            label_target_overlap: rho,
+            label_spike_overlap: rho,
+            eta: 1.0,
+            beta: 0.0,
+        }
     }
 
     #[test]
     fn noise_moment_matches_conventions_checks() {
         // V(0) = 48 for He2 and 3456 for He3; V(1) = k·k!·Δ for He_k.
         for (k, v0) in [(2u32, 48.0), (3, 3456.0)] {
-            let ode = OverlapOde { student: Link::Hermite(k), label_link: Link::Hermite(k), label_noise: 0.0, geometry: isotropic(1.0), lr: 1.0 };
+            let ode = OverlapOde {
+                student: Link::Hermite(k),
+                label_link: Link::Hermite(k),
+                label_noise: 0.0,
+                geometry: isotropic(1.0),
+                lr: 1.0,
+            };
             let [_, _, v] = ode.moments(&[0.0, 0.0, 0.0]);
             assert!((v - v0).abs() < 1e-9 * v0, "He{k}: V(0) = {v}");
-            let noisy = OverlapOde { label_noise: 0.3, ..ode };
+            let noisy = OverlapOde {
+                label_noise: 0.3,
+                ..ode
+            };
             let [_, _, v1] = noisy.moments(&[1.0, 1.0, 1.0]);
             let fact: f64 = (1..=k).map(f64::from).product();
-            assert!((v1 - k as f64 * fact * 0.3).abs() < 1e-9, "He{k}: V(1) = {v1}");
+            assert!(
+                (v1 - k as f64 * fact * 0.3).abs() < 1e-9,
+                "He{k}: V(1) = {v1}"
+            );
         }
     }
 
@@ -234,10 +308,18 @@ mod tests {
             let a = link.hermite_coefficients(40);
             let rho = 0.7;
             let lr = 0.3;
-            let ode = OverlapOde { student: link.clone(), label_link: link.clone(), label_noise: 0.1, geometry: isotropic(rho), lr };
+            let ode = OverlapOde {
+                student: link.clone(),
+                label_link: link.clone(),
+                label_noise: 0.1,
+                geometry: isotropic(rho),
+                lr,
+            };
             let (m, r): (f64, f64) = (0.45, 0.52);
             let s = m; // v = θ*
-            let hp: f64 = (1..a.len()).map(|k| k as f64 * a[k] * a[k] * r.powi(k as i32 - 1)).sum();
+            let hp: f64 = (1..a.len())
+                .map(|k| k as f64 * a[k] * a[k] * r.powi(k as i32 - 1))
+                .sum();
             let [_, _, v] = ode.moments(&[m, r, s]);
             let got = ode.rhs(&[m, r, s]);
             let dm = lr * (rho - m * r) * hp - 0.5 * lr * lr * m * v;
@@ -254,7 +336,13 @@ mod tests {
         // Small lr: the ODE follows the geodesic; m peaks near the geodesic formula and ends near ρ.
         let rho = 0.6;
         let lr = 1e-3;
-        let ode = OverlapOde { student: Link::Hermite(2), label_link: Link::Hermite(2), label_noise: 0.0, geometry: isotropic(rho), lr };
+        let ode = OverlapOde {
+            student: Link::Hermite(2),
+            label_link: Link::Hermite(2),
+            label_noise: 0.0,
+            geometry: isotropic(rho),
+            lr,
+        };
         let m0 = 0.8;
         let r0 = rho * m0;
         let taus: Vec<f64> = (1..=400).map(|i| i as f64 * 25.0).collect();
@@ -263,7 +351,11 @@ mod tests {
         let want = geodesic_peak(rho, m0, r0);
         assert!((peak - want).abs() < 0.01, "peak {peak} vs geodesic {want}");
         let last = path.last().unwrap();
-        assert!((last[0] - rho).abs() < 0.01, "final m {} vs rho {rho}", last[0]);
+        assert!(
+            (last[0] - rho).abs() < 0.01,
+            "final m {} vs rho {rho}",
+            last[0]
+        );
         assert!((last[1] - 1.0).abs() < 0.01);
     }
 
@@ -284,15 +376,32 @@ mod tests {
         for link in [Link::Hermite(3), Link::Tanh] {
             let a = link.hermite_coefficients(60);
             let m: f64 = 0.6;
-            let series: f64 = (1..a.len()).map(|k| a[k] * a[k] * (1.0 - m.powi(k as i32))).sum();
+            let series: f64 = (1..a.len())
+                .map(|k| a[k] * a[k] * (1.0 - m.powi(k as i32)))
+                .sum();
             let got = predictor_risk(&link, &link, 0.2, m, m, 1.0, 0.0);
-            assert!((got - series - 0.1).abs() < 1e-8, "{link}: {got} vs {}", series + 0.1);
+            assert!(
+                (got - series - 0.1).abs() < 1e-8,
+                "{link}: {got} vs {}",
+                series + 0.1
+            );
         }
         // sign: the series converges too slowly to check against; ½E[(sign u − sign v)²] = 2 arccos(m)/π.
         let got = predictor_risk(&Link::Sign, &Link::Sign, 0.0, 0.6, 0.6, 1.0, 0.0);
-        assert!((got - 2.0 * 0.6f64.acos() / std::f64::consts::PI).abs() < 1e-10, "{got}");
+        assert!(
+            (got - 2.0 * 0.6f64.acos() / std::f64::consts::PI).abs() < 1e-10,
+            "{got}"
+        );
         // He3 closed form 6(1 − m³).
-        let r = predictor_risk(&Link::Hermite(3), &Link::Hermite(3), 0.0, 0.5, 0.5, 1.0, 0.0);
+        let r = predictor_risk(
+            &Link::Hermite(3),
+            &Link::Hermite(3),
+            0.0,
+            0.5,
+            0.5,
+            1.0,
+            0.0,
+        );
         assert!((r - 6.0 * (1.0 - 0.125)).abs() < 1e-10);
     }
 }

@@ -35,10 +35,17 @@ pub enum TridiagonalError {
 pub fn tridiagonal_eigen(diag: &[f64], off: &[f64]) -> Result<TridiagonalEigen, TridiagonalError> {
     let n = diag.len();
     if n == 0 {
-        return Ok(TridiagonalEigen { values: vec![], vectors: vec![], n: 0 });
+        return Ok(TridiagonalEigen {
+            values: vec![],
+            vectors: vec![],
+            n: 0,
+        });
     }
     if off.len() + 1 != n {
-        return Err(TridiagonalError::Shape { diag: n, off: off.len() });
+        return Err(TridiagonalError::Shape {
+            diag: n,
+            off: off.len(),
+        });
     }
     let mut d = diag.to_vec();
     let mut e = vec![0.0; n];
@@ -143,13 +150,18 @@ mod tests {
     fn eigenpairs_satisfy_definition_and_are_orthonormal() {
         let n = 50;
         let diag: Vec<f64> = (0..n).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
-        let off: Vec<f64> = (0..n - 1).map(|i| 0.5 + ((i * 104729) % 5) as f64).collect();
+        let off: Vec<f64> = (0..n - 1)
+            .map(|i| 0.5 + ((i * 104729) % 5) as f64)
+            .collect();
         let eig = tridiagonal_eigen(&diag, &off).unwrap();
         for j in 0..n {
             let v = eig.vector(j);
             let av = matvec(&diag, &off, v);
             for k in 0..n {
-                assert!((av[k] - eig.values[j] * v[k]).abs() < 1e-11, "residual at ({j},{k})");
+                assert!(
+                    (av[k] - eig.values[j] * v[k]).abs() < 1e-11,
+                    "residual at ({j},{k})"
+                );
             }
             for i in 0..n {
                 let dot: f64 = v.iter().zip(eig.vector(i)).map(|(a, b)| a * b).sum();

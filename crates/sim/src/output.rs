@@ -1,0 +1,268 @@
+//! Result tables of `sim run` and `sim theory`: `summary.csv`, `summary.json`, `trajectory.csv`.
+//!
+//! One summary row per run (per grid point for theory), with the swept config values as columns, so a
+//! plot or a dataframe can group by them directly. Undefined values (PGR with no gap, a failed run's
+//! metrics) are empty cells in CSV and `null` in JSON, never a made-up number. Files are written to a
+//! temporary name and renamed, so a crash never leaves a half-written table behind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::config::Plan;
+use crate::engine::{RunOutput, SimError, TrajectoryPoint};
+use crate::prediction::TheoryOutput;
+
+/// What went wrong writing results: the file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {reason}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let fail = |e: std::io::Error| WriteError {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let tmp = path.with_extension("partial");
+    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        String::new()
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_default()
+}
+
+fn csv_bytes(header: &[String], rows: &[Vec<String>]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).expect("in-memory write");
+    for row in rows {
+        w.write_record(row).expect("in-memory write");
+    }
+    w.into_inner().expect("in-memory flush")
+}
+
+const SUMMARY_FIELDS: &[&str] = &[
+    "m0",
+    "r0",
+    "rho_weak",
+    "m_peak",
+    "tau_peak",
+    "m_final",
+    "m_ceiling_final",
+    "risk_weak",
+    "risk_w2s_min",
+    "tau_risk_min",
+    "risk_w2s_final",
+    "risk_ceiling_final",
+    "pgr_peak",
+    "pgr_final",
+];
+
+const TRAJECTORY_HEADER: &[&str] = &[
+    "run",
+    "seed",
+    "t",
+    "tau",
+    "m",
+    "r",
+    "s",
+    "m_ceiling",
+    "risk_w2s",
+    "risk_ceiling",
+    "pgr",
+];
+
+fn trajectory_row(run: usize, seed: &str, p: &TrajectoryPoint) -> Vec<String> {
+    vec![
+        run.to_string(),
+        seed.to_string(),
+        p.t.to_string(),
+        num(p.tau),
+        num(p.m),
+        num(p.r),
+        num(p.s),
+        num(p.m_ceiling),
+        num(p.risk_w2s),
+        num(p.risk_ceiling),
+        opt(p.pgr),
+    ]
+}
+
+/// Summary values in `SUMMARY_FIELDS` order, read from the serialized summary.
+fn summary_cells(summary: &Value) -> Vec<String> {
+    SUMMARY_FIELDS
+        .iter()
+        .map(|f| {
+            summary
+                .get(*f)
+                .and_then(Value::as_f64)
+                .map(num)
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Writes the results of `sim run`. `results[i]` belongs to run i, that is grid point `i / seeds` and
+/// seed `seeds[i % seeds]`.
+pub fn write_simulation(
+    dir: &Path,
+    plan: &Plan,
+    config_file: &str,
+    results: &[Result<RunOutput, SimError>],
+) -> Result<(), WriteError> {
+    std::fs::create_dir_all(dir).map_err(|e| WriteError {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
+    header.extend(plan.swept_keys.iter().cloned());
+    header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
+    header.extend(
+        [
+            "spectral_eigenvalue",
+            "lanczos_iterations",
+            "sign_flipped",
+            "error",
+        ]
+        .map(String::from),
+    );
+    let mut rows = Vec::new();
+    let mut runs_json = Vec::new();
+    let mut traj_rows = Vec::new();
+    for (run, result) in results.iter().enumerate() {
+        let grid = run / plan.seeds.len();
+        let seed = plan.seeds[run % plan.seeds.len()];
+        let point = &plan.grid[grid];
+        let mut row = vec![run.to_string(), grid.to_string(), seed.to_string()];
+        row.extend(point.swept.iter().map(|(_, v)| v.clone()));
+        let swept: serde_json::Map<String, Value> = point
+            .swept
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        match result {
+            Ok(out) => {
+                let summary = serde_json::to_value(&out.summary).expect("serializable");
+                row.extend(summary_cells(&summary));
+                match &out.summary.spectral {
+                    Some(s) => row.extend([
+                        num(s.eigenvalue),
+                        s.lanczos_iterations.to_string(),
+                        s.sign_flipped.to_string(),
+                    ]),
+                    None => row.extend([String::new(), String::new(), String::new()]),
+                }
+                row.push(String::new());
+                let seed_s = seed.to_string();
+                traj_rows.extend(
+                    out.trajectory
+                        .iter()
+                        .map(|p| trajectory_row(run, &seed_s, p)),
+                );
+                runs_json.push(json!({"run": run, "grid": grid, "seed": seed, "swept": swept, "config": point.config.raw, "summary": summary, "error": null}));
+            }
+            Err(e) => {
+                row.extend(std::iter::repeat_n(String::new(), SUMMARY_FIELDS.len() + 3));
+                row.push(e.to_string());
+                runs_json.push(json!({"run": run, "grid": grid, "seed": seed, "swept": swept, "config": point.config.raw, "summary": null, "error": e.to_string()}));
+            }
+        }
+        rows.push(row);
+    }
+    write_atomically(&dir.join("summary.csv"), &csv_bytes(&header, &rows))?;
+    let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
+    write_atomically(
+        &dir.join("trajectory.csv"),
+        &csv_bytes(&traj_header, &traj_rows),
+    )?;
+    let doc = json!({
+        "software": format!("w2sg {}", env!("CARGO_PKG_VERSION")),
+        "kind": "simulation",
+        "config_file": config_file,
+        "swept_keys": plan.swept_keys,
+        "seeds": plan.seeds,
+        "runs": runs_json,
+    });
+    write_atomically(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
+    )
+}
+
+/// Writes the results of `sim theory`: one row per grid point, seed empty.
+pub fn write_theory(
+    dir: &Path,
+    plan: &Plan,
+    config_file: &str,
+    results: &[TheoryOutput],
+) -> Result<(), WriteError> {
+    std::fs::create_dir_all(dir).map_err(|e| WriteError {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let extra = [
+        "bbp_overlap",
+        "bbp_eigenvalue",
+        "above_bbp",
+        "geodesic_peak",
+        "information_exponent",
+        "escape_samples",
+    ];
+    let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
+    header.extend(plan.swept_keys.iter().cloned());
+    header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
+    header.extend(extra.map(String::from));
+    let mut rows = Vec::new();
+    let mut traj_rows = Vec::new();
+    let mut runs_json = Vec::new();
+    for (grid, (out, point)) in results.iter().zip(&plan.grid).enumerate() {
+        let summary = serde_json::to_value(&out.summary).expect("serializable");
+        let mut row = vec![grid.to_string(), grid.to_string(), String::new()];
+        row.extend(point.swept.iter().map(|(_, v)| v.clone()));
+        row.extend(summary_cells(&summary));
+        row.extend(extra.iter().map(|k| match summary.get(*k) {
+            Some(Value::Number(n)) => n.as_f64().map(num).unwrap_or_default(),
+            Some(Value::Bool(b)) => b.to_string(),
+            _ => String::new(),
+        }));
+        rows.push(row);
+        traj_rows.extend(out.trajectory.iter().map(|p| trajectory_row(grid, "", p)));
+        let swept: serde_json::Map<String, Value> = point
+            .swept
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        runs_json.push(json!({"run": grid, "grid": grid, "seed": null, "swept": swept, "config": point.config.raw, "summary": summary}));
+    }
+    write_atomically(&dir.join("summary.csv"), &csv_bytes(&header, &rows))?;
+    let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
+    write_atomically(
+        &dir.join("trajectory.csv"),
+        &csv_bytes(&traj_header, &traj_rows),
+    )?;
+    let doc = json!({
+        "software": format!("w2sg {}", env!("CARGO_PKG_VERSION")),
+        "kind": "theory",
+        "config_file": config_file,
+        "swept_keys": plan.swept_keys,
+        "runs": runs_json,
+    });
+    write_atomically(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
+    )
+}
