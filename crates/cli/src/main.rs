@@ -38,8 +38,8 @@ enum Command {
 enum SimCommand {
     /// Simulate every run of a config (lists are swept, `seeds = N` repeats) and write result tables.
     Run {
-        /// TOML config file (see README, "Config keys").
-        config: PathBuf,
+        /// TOML config file (see README, "Config keys"); without one, the built-in quick-start config.
+        config: Option<PathBuf>,
         /// Output directory: summary.csv, summary.json, trajectory.csv.
         #[arg(long)]
         out: PathBuf,
@@ -49,27 +49,49 @@ enum SimCommand {
     },
     /// Write the d → ∞ theory for every grid point of a config, in the same tables.
     Theory {
-        config: PathBuf,
+        /// TOML config file; without one, the built-in quick-start config.
+        config: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
 }
 
-fn read_plan(path: &Path) -> Result<Plan, ExitCode> {
-    Plan::read(path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })
+/// The config used when none is given: He3, spectral warm start, biased weak supervisor.
+const DEFAULT_CONFIG: &str = include_str!("../../../configs/quickstart.toml");
+const DEFAULT_NAME: &str = "<built-in configs/quickstart.toml>";
+
+/// Reads the plan and returns it with the config text (for provenance) and the name used in messages.
+fn read_plan(path: Option<&Path>) -> Result<(Plan, String, String), ExitCode> {
+    let (text, name) = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (t, p.display().to_string()),
+            Err(e) => {
+                eprintln!("error: {}: cannot read: {e}", p.display());
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => {
+            eprintln!("no config given: using {DEFAULT_NAME}");
+            (DEFAULT_CONFIG.to_string(), DEFAULT_NAME.to_string())
+        }
+    };
+    match Plan::parse(&text, &name) {
+        Ok(plan) => Ok((plan, text, name)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
-fn copy_config(config: &Path, out: &Path) {
+fn copy_config(text: &str, out: &Path) {
     // Provenance: the exact config next to its results. Failure here is not worth failing the run.
     let _ =
-        std::fs::create_dir_all(out).and_then(|_| std::fs::copy(config, out.join("config.toml")));
+        std::fs::create_dir_all(out).and_then(|_| std::fs::write(out.join("config.toml"), text));
 }
 
-fn sim_run(config: &Path, out: &Path, threads: usize) -> ExitCode {
-    let plan = match read_plan(config) {
+fn sim_run(config: Option<&Path>, out: &Path, threads: usize) -> ExitCode {
+    let (plan, text, name) = match read_plan(config) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -102,8 +124,8 @@ fn sim_run(config: &Path, out: &Path, threads: usize) -> ExitCode {
                 .map(|e| format!("run {i} (seed {}): {e}", jobs[i].1))
         })
         .collect();
-    copy_config(config, out);
-    if let Err(e) = write_simulation(out, &plan, &config.display().to_string(), &results) {
+    copy_config(&text, out);
+    if let Err(e) = write_simulation(out, &plan, &name, &results) {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
@@ -127,8 +149,8 @@ fn sim_run(config: &Path, out: &Path, threads: usize) -> ExitCode {
     }
 }
 
-fn sim_theory(config: &Path, out: &Path) -> ExitCode {
-    let plan = match read_plan(config) {
+fn sim_theory(config: Option<&Path>, out: &Path) -> ExitCode {
+    let (plan, text, name) = match read_plan(config) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -143,8 +165,8 @@ fn sim_theory(config: &Path, out: &Path) -> ExitCode {
         })
         .collect();
     bar.finish_and_clear();
-    copy_config(config, out);
-    match write_theory(out, &plan, &config.display().to_string(), &results) {
+    copy_config(&text, out);
+    match write_theory(out, &plan, &name, &results) {
         Ok(()) => {
             eprintln!(
                 "wrote {}/summary.csv, summary.json, trajectory.csv",
@@ -176,9 +198,9 @@ fn main() -> ExitCode {
                     out,
                     threads,
                 },
-        } => sim_run(&config, &out, threads),
+        } => sim_run(config.as_deref(), &out, threads),
         Command::Sim {
             command: SimCommand::Theory { config, out },
-        } => sim_theory(&config, &out),
+        } => sim_theory(config.as_deref(), &out),
     }
 }
