@@ -250,3 +250,19 @@ fn divergence_is_an_error_naming_the_step() {
     let err = results[0].as_ref().unwrap_err().to_string();
     assert!(err.contains("diverged at sample"), "{err}");
 }
+
+#[test]
+fn label_weighted_spectral_init_finds_the_weak_direction_without_a_spike() {
+    // No spike (β = 0): the plain covariance carries no information, while weighting each sample by
+    // T(y) = tanh(y) of its weak label tilts the covariance along θ_w for an even link (E[T(y)(θ_w·x)²] > E[T(y)]).
+    let (_, runs) = simulate(
+        "d = 500\nlink = \"he2\"\nseeds = 2\n[pretrain]\nn_pre = 5000\nbeta = 0.0\nweighting = [\"none\", \"tanh\"]\n[weak]\nrho = 1.0\n[sgd]\ntau_max = 0.02\n[metrics]\npoints = 2\n",
+        2,
+    );
+    for plain in &runs[..2] {
+        assert!(plain.summary.m0.abs() < 0.25, "unweighted, no spike: m0 {:.3} should be near 0", plain.summary.m0);
+    }
+    for weighted in &runs[2..] {
+        assert!(weighted.summary.m0.abs() > 0.6, "label-weighted: m0 {:.3} should align with θ_w", weighted.summary.m0);
+    }
+}
