@@ -5,6 +5,7 @@
 //!   for w2sg and for `benches/peers/sgd_numpy.py` (installed numpy; OPENBLAS_NUM_THREADS=1);
 //! - ns per sample·dimension against the cost of only drawing the Gaussians (the practical floor);
 //! - spectral initialization at d = 2000, n_pre = 4000: w2sg's Lanczos vs `numpy.linalg.eigh`.
+//!
 //! It prints a Markdown table (copied into BENCHMARKS.md) and writes it to target/bench-throughput.md.
 //! Set W2SG_BENCH_QUICK=1 for a short smoke run.
 

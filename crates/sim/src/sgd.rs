@@ -71,6 +71,7 @@ pub struct SgdSettings {
 /// Trains `N` students (all with link `link`, student `j` on labels from `labelers[j]`) on fresh samples
 /// from `law`, calling `observe(samples_seen, students)` at each entry of `checkpoints` (sorted sample
 /// counts; 0 is allowed). Checkpoints are rounded up to whole batches.
+#[allow(clippy::too_many_arguments)] // each argument is a distinct concept of the run; a struct would only rename them
 pub fn train<const N: usize>(
     students: &mut [Student; N],
     labelers: [&Labeler; N],
@@ -112,7 +113,7 @@ pub fn train<const N: usize>(
             }
             t += batch as u64;
             batches += 1;
-            if batches % renormalize_every == 0 {
+            if batches.is_multiple_of(renormalize_every) {
                 for (j, s) in students.iter_mut().enumerate() {
                     if !s.is_finite() || s.u.iter().any(|v| !v.is_finite()) {
                         return Err(Diverged {

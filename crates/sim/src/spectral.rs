@@ -205,10 +205,10 @@ mod tests {
         x.apply_covariance(&q, &mut out);
         for a in 0..d {
             let mut want = 0.0;
-            for i in 0..n {
+            for (i, weight) in weights.iter().enumerate() {
                 let row = x.row(i);
                 let t: f64 = row.iter().zip(&q).map(|(r, qq)| *r as f64 * qq).sum();
-                want += weights[i] * t * row[a] as f64 / n as f64;
+                want += weight * t * row[a] as f64 / n as f64;
             }
             assert!((out[a] - want).abs() < 1e-10);
         }
