@@ -42,9 +42,9 @@ pub struct SpectralInfo {
     pub sign_flipped: bool,
 }
 
-/// Per-run results.
+/// What a trajectory says about weak-to-strong generalization: shared by simulation and theory.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RunSummary {
+pub struct Outcome {
     pub m0: f64,
     /// `<w0, θ_w>`.
     pub r0: f64,
@@ -63,6 +63,59 @@ pub struct RunSummary {
     pub pgr_peak: Option<f64>,
     /// `(R_weak − R_w2s_final) / (R_weak − R_ceiling_final)`.
     pub pgr_final: Option<f64>,
+}
+
+impl Outcome {
+    /// Peak, best and final values of a (non-empty) trajectory. `final_gap_se` is the standard error of
+    /// `R_weak − R_ceiling_final` (0 for exact risk).
+    pub fn of(
+        trajectory: &[TrajectoryPoint],
+        rho_weak: f64,
+        risk_weak: f64,
+        final_gap_se: f64,
+    ) -> Self {
+        let start = &trajectory[0];
+        let last = trajectory
+            .last()
+            .expect("a trajectory has at least its τ = 0 point");
+        let argmax = |key: &dyn Fn(&TrajectoryPoint) -> f64| {
+            (0..trajectory.len()).fold(0, |best, i| {
+                if key(&trajectory[i]) > key(&trajectory[best]) {
+                    i
+                } else {
+                    best
+                }
+            })
+        };
+        let peak = &trajectory[argmax(&|p| p.m)];
+        let best = &trajectory[argmax(&|p| -p.risk_w2s)];
+        let pgr_final = pgr(risk_weak, last.risk_w2s, last.risk_ceiling, final_gap_se);
+        let pgr_peak =
+            pgr_final.map(|_| (risk_weak - best.risk_w2s) / (risk_weak - last.risk_ceiling));
+        Outcome {
+            m0: start.m,
+            r0: start.r,
+            rho_weak,
+            m_peak: peak.m,
+            tau_peak: peak.tau,
+            m_final: last.m,
+            m_ceiling_final: last.m_ceiling,
+            risk_weak,
+            risk_w2s_min: best.risk_w2s,
+            tau_risk_min: best.tau,
+            risk_w2s_final: last.risk_w2s,
+            risk_ceiling_final: last.risk_ceiling,
+            pgr_peak,
+            pgr_final,
+        }
+    }
+}
+
+/// Per-run results.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub outcome: Outcome,
     pub spectral: Option<SpectralInfo>,
 }
 
@@ -423,46 +476,10 @@ pub fn simulate(
             p.m_ceiling = -p.m_ceiling;
         }
     }
-    let first = &trajectory[0];
-    let last = trajectory.last().expect("at least the τ = 0 point");
-    let (peak_i, _) = trajectory
-        .iter()
-        .enumerate()
-        .fold(
-            (0, f64::MIN),
-            |best, (i, p)| if p.m > best.1 { (i, p.m) } else { best },
-        );
-    let (min_i, _) = trajectory
-        .iter()
-        .enumerate()
-        .fold((0, f64::MAX), |best, (i, p)| {
-            if p.risk_w2s < best.1 {
-                (i, p.risk_w2s)
-            } else {
-                best
-            }
-        });
-    let (final_w2s, final_ceil) = *risks.last().expect("risks recorded");
+    let (_, final_ceil) = *risks.last().expect("risks recorded");
     let final_se = book.diff_se(risk_weak, final_ceil);
-    let pgr_final = pgr(risk_weak.value, final_w2s.value, final_ceil.value, final_se);
-    let pgr_peak = pgr_final.map(|_| {
-        (risk_weak.value - trajectory[min_i].risk_w2s) / (risk_weak.value - final_ceil.value)
-    });
     let summary = RunSummary {
-        m0: first.m,
-        r0: first.r,
-        rho_weak,
-        m_peak: trajectory[peak_i].m,
-        tau_peak: trajectory[peak_i].tau,
-        m_final: last.m,
-        m_ceiling_final: last.m_ceiling,
-        risk_weak: risk_weak.value,
-        risk_w2s_min: trajectory[min_i].risk_w2s,
-        tau_risk_min: trajectory[min_i].tau,
-        risk_w2s_final: last.risk_w2s,
-        risk_ceiling_final: last.risk_ceiling,
-        pgr_peak,
-        pgr_final,
+        outcome: Outcome::of(&trajectory, rho_weak, risk_weak.value, final_se),
         spectral,
     };
     Ok(RunOutput {

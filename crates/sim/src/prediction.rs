@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::config::{FinetuneData, Init, SimConfig, Weak};
-use crate::engine::{pgr, TrajectoryPoint};
+use crate::engine::{pgr, Outcome, TrajectoryPoint};
 use crate::link::Link;
 use crate::theory::{
     bbp_overlap, bbp_top_eigenvalue, escape_samples_scale, geodesic_peak, predictor_risk, Geometry,
@@ -18,20 +18,8 @@ use crate::theory::{
 /// Theory summary: the simulation's summary columns plus the limits they come from.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TheorySummary {
-    pub m0: f64,
-    pub r0: f64,
-    pub rho_weak: f64,
-    pub m_peak: f64,
-    pub tau_peak: f64,
-    pub m_final: f64,
-    pub m_ceiling_final: f64,
-    pub risk_weak: f64,
-    pub risk_w2s_min: f64,
-    pub tau_risk_min: f64,
-    pub risk_w2s_final: f64,
-    pub risk_ceiling_final: f64,
-    pub pgr_peak: Option<f64>,
-    pub pgr_final: Option<f64>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// BBP limit of the spectral overlap with θ* (None unless init = spectral).
     pub bbp_overlap: Option<f64>,
     pub bbp_eigenvalue: Option<f64>,
@@ -160,41 +148,9 @@ pub fn predict(config: &SimConfig) -> TheoryOutput {
             }
         })
         .collect();
-    let last = trajectory.last().expect("grid is non-empty");
-    let (peak_i, _) =
-        trajectory.iter().enumerate().fold(
-            (0, f64::MIN),
-            |b, (i, p)| if p.m > b.1 { (i, p.m) } else { b },
-        );
-    let (min_i, _) = trajectory
-        .iter()
-        .enumerate()
-        .fold((0, f64::MAX), |b, (i, p)| {
-            if p.risk_w2s < b.1 {
-                (i, p.risk_w2s)
-            } else {
-                b
-            }
-        });
-    let pgr_final = pgr(risk_weak, last.risk_w2s, last.risk_ceiling, 0.0);
-    let pgr_peak = pgr_final
-        .map(|_| (risk_weak - trajectory[min_i].risk_w2s) / (risk_weak - last.risk_ceiling));
     let k = config.link.information_exponent();
     let summary = TheorySummary {
-        m0: start[0],
-        r0: start[1],
-        rho_weak: rho,
-        m_peak: trajectory[peak_i].m,
-        tau_peak: trajectory[peak_i].tau,
-        m_final: last.m,
-        m_ceiling_final: last.m_ceiling,
-        risk_weak,
-        risk_w2s_min: trajectory[min_i].risk_w2s,
-        tau_risk_min: trajectory[min_i].tau,
-        risk_w2s_final: last.risk_w2s,
-        risk_ceiling_final: last.risk_ceiling,
-        pgr_peak,
-        pgr_final,
+        outcome: Outcome::of(&trajectory, rho, risk_weak, 0.0),
         bbp_overlap: bbp.map(|b| b.0),
         bbp_eigenvalue: bbp.map(|b| b.1),
         above_bbp: bbp.map(|b| b.2),

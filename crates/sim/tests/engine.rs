@@ -48,7 +48,7 @@ fn spectral_overlap_matches_bbp_on_both_sides_of_the_threshold() {
         let predicted = theory(&plan, g).summary.bbp_overlap.unwrap();
         let sims: Vec<f64> = runs[g * 4..(g + 1) * 4]
             .iter()
-            .map(|r| r.summary.m0.abs())
+            .map(|r| r.summary.outcome.m0.abs())
             .collect();
         let mean = sims.iter().sum::<f64>() / 4.0;
         let beta = point.config.spike.0;
@@ -115,18 +115,18 @@ fn he3_random_start_is_stuck_while_a_spectral_start_saturates() {
             "random start should stay near m = 0 for 100·d samples, reached {largest:.3}"
         );
         assert!(
-            random.summary.risk_w2s_final > 5.9,
+            random.summary.outcome.risk_w2s_final > 5.9,
             "He3 risk at m ≈ 0 is 6(1 − m³) ≈ 6"
         );
     }
     for warm in &runs[2..] {
         // Theory (ODE) puts m at 0.808 at τ = 70 and 0.8000 by τ = 230.
         assert!(
-            (warm.summary.m_final - 0.8).abs() < 0.04,
+            (warm.summary.outcome.m_final - 0.8).abs() < 0.04,
             "warm start m_final {:.3} should saturate near rho",
-            warm.summary.m_final
+            warm.summary.outcome.m_final
         );
-        assert!(warm.summary.m_ceiling_final > 0.97);
+        assert!(warm.summary.outcome.m_ceiling_final > 0.97);
     }
 }
 
@@ -136,9 +136,9 @@ fn w2s_peaks_above_rho_then_saturates_at_rho() {
         "d = 1000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.5\nseeds = 2\n[weak]\nrho = 0.8\n[sgd]\nlr = 0.02\ntau_max = 400.0\n",
         2,
     );
-    let predicted = theory(&plan, 0).summary;
+    let predicted = theory(&plan, 0).summary.outcome;
     for run in &runs {
-        let s = &run.summary;
+        let s = &run.summary.outcome;
         assert!(
             (s.m_final - 0.8).abs() < 0.02,
             "m_final {:.4} should be rho",
@@ -201,16 +201,16 @@ fn theory_matches_simulation_across_model_variants() {
 #[test]
 fn trained_weak_model_overlap_matches_its_ode() {
     let (plan, runs) = simulate("d = 1000\nlink = \"he1\"\ninit = \"random\"\nseeds = 3\n[weak]\nn_train = 500\nlr = 0.5\n[sgd]\nlr = 0.5\ntau_max = 1.0\n", 2);
-    let rho = theory(&plan, 0).summary.rho_weak;
+    let rho = theory(&plan, 0).summary.outcome.rho_weak;
     assert!(
         rho > 0.1 && rho < 0.9,
         "a briefly trained weak model should be partial: rho {rho}"
     );
     for run in &runs {
         assert!(
-            (run.summary.rho_weak - rho).abs() < 0.05,
+            (run.summary.outcome.rho_weak - rho).abs() < 0.05,
             "weak overlap {:.3} vs ODE {rho:.3}",
-            run.summary.rho_weak
+            run.summary.outcome.rho_weak
         );
     }
 }
@@ -234,7 +234,7 @@ fn monte_carlo_risk_agrees_with_exact_risk() {
             b.risk_w2s
         );
     }
-    assert!((exact[0].summary.risk_weak - mc[0].summary.risk_weak).abs() < 0.015);
+    assert!((exact[0].summary.outcome.risk_weak - mc[0].summary.outcome.risk_weak).abs() < 0.015);
 }
 
 #[test]
@@ -260,9 +260,17 @@ fn label_weighted_spectral_init_finds_the_weak_direction_without_a_spike() {
         2,
     );
     for plain in &runs[..2] {
-        assert!(plain.summary.m0.abs() < 0.25, "unweighted, no spike: m0 {:.3} should be near 0", plain.summary.m0);
+        assert!(
+            plain.summary.outcome.m0.abs() < 0.25,
+            "unweighted, no spike: m0 {:.3} should be near 0",
+            plain.summary.outcome.m0
+        );
     }
     for weighted in &runs[2..] {
-        assert!(weighted.summary.m0.abs() > 0.6, "label-weighted: m0 {:.3} should align with θ_w", weighted.summary.m0);
+        assert!(
+            weighted.summary.outcome.m0.abs() > 0.6,
+            "label-weighted: m0 {:.3} should align with θ_w",
+            weighted.summary.outcome.m0
+        );
     }
 }
