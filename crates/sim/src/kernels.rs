@@ -24,23 +24,77 @@ pub fn dots_and_norm<const N: usize>(us: [&[f64]; N], x: &[f64]) -> ([f64; N], f
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dots_and_norm_avx2<const N: usize>(us: [&[f64]; N], x: &[f64]) -> ([f64; N], f64) {
-    dots_and_norm_portable(us, x)
+    use std::arch::x86_64::*;
+    let d = x.len();
+    for u in &us {
+        assert_eq!(u.len(), d, "vectors of different lengths");
+    }
+    let body = d - d % LANES;
+    // Lanes 0..4 and 4..8 of the portable accumulators, in two registers each: the same per-lane
+    // multiply-then-add sequence, so the same bits.
+    let zero = _mm256_setzero_pd();
+    let mut acc = [[zero; 2]; N];
+    let mut acc_xx = [zero; 2];
+    let mut i = 0;
+    while i < body {
+        let x0 = _mm256_loadu_pd(x.as_ptr().add(i));
+        let x1 = _mm256_loadu_pd(x.as_ptr().add(i + 4));
+        acc_xx[0] = _mm256_add_pd(acc_xx[0], _mm256_mul_pd(x0, x0));
+        acc_xx[1] = _mm256_add_pd(acc_xx[1], _mm256_mul_pd(x1, x1));
+        for j in 0..N {
+            let u = us[j].as_ptr();
+            acc[j][0] = _mm256_add_pd(acc[j][0], _mm256_mul_pd(_mm256_loadu_pd(u.add(i)), x0));
+            acc[j][1] = _mm256_add_pd(acc[j][1], _mm256_mul_pd(_mm256_loadu_pd(u.add(i + 4)), x1));
+        }
+        i += LANES;
+    }
+    let spill = |v: [__m256d; 2]| {
+        let mut lanes = [0.0f64; LANES];
+        _mm256_storeu_pd(lanes.as_mut_ptr(), v[0]);
+        _mm256_storeu_pd(lanes.as_mut_ptr().add(4), v[1]);
+        lanes
+    };
+    let lanes_xx = spill(acc_xx);
+    let lanes: [[f64; LANES]; N] = std::array::from_fn(|j| spill(acc[j]));
+    let mut out = [0.0; N];
+    let mut xx = 0.0;
+    for l in 0..LANES {
+        xx += lanes_xx[l];
+        for j in 0..N {
+            out[j] += lanes[j][l];
+        }
+    }
+    for i in body..d {
+        xx += x[i] * x[i];
+        for j in 0..N {
+            out[j] += us[j][i] * x[i];
+        }
+    }
+    (out, xx)
 }
 
 #[inline(always)]
 fn dots_and_norm_portable<const N: usize>(us: [&[f64]; N], x: &[f64]) -> ([f64; N], f64) {
     let d = x.len();
+    for u in &us {
+        assert_eq!(u.len(), d, "vectors of different lengths");
+    }
+    let body = d - d % LANES;
     let mut acc = [[0.0f64; LANES]; N];
     let mut acc_xx = [0.0f64; LANES];
-    let chunks = d / LANES;
-    for c in 0..chunks {
-        let base = c * LANES;
-        let xc = &x[base..base + LANES];
+    // Fixed-size chunks let the compiler keep each accumulator in registers without bounds checks.
+    let mut u_chunks = us.map(|u| u[..body].chunks_exact(LANES));
+    for xc in x[..body].chunks_exact(LANES) {
+        let xc: &[f64; LANES] = xc.try_into().expect("exact chunk");
         for l in 0..LANES {
             acc_xx[l] += xc[l] * xc[l];
         }
         for j in 0..N {
-            let uc = &us[j][base..base + LANES];
+            let uc: &[f64; LANES] = u_chunks[j]
+                .next()
+                .expect("same length")
+                .try_into()
+                .expect("exact chunk");
             for l in 0..LANES {
                 acc[j][l] += uc[l] * xc[l];
             }
@@ -54,7 +108,7 @@ fn dots_and_norm_portable<const N: usize>(us: [&[f64]; N], x: &[f64]) -> ([f64; 
             out[j] += acc[j][l];
         }
     }
-    for i in chunks * LANES..d {
+    for i in body..d {
         xx += x[i] * x[i];
         for j in 0..N {
             out[j] += us[j][i] * x[i];
@@ -83,7 +137,26 @@ pub fn subtract_scaled<const N: usize>(us: [&mut [f64]; N], b: [f64; N], x: &[f6
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn subtract_scaled_avx2<const N: usize>(us: [&mut [f64]; N], b: [f64; N], x: &[f64]) {
-    subtract_scaled_portable(us, b, x)
+    use std::arch::x86_64::*;
+    let d = x.len();
+    let body = d - d % 4;
+    for (j, u) in us.into_iter().enumerate() {
+        assert_eq!(u.len(), d, "vectors of different lengths");
+        let bj = _mm256_set1_pd(b[j]);
+        let p = u.as_mut_ptr();
+        let mut i = 0;
+        while i < body {
+            let v = _mm256_sub_pd(
+                _mm256_loadu_pd(p.add(i)),
+                _mm256_mul_pd(bj, _mm256_loadu_pd(x.as_ptr().add(i))),
+            );
+            _mm256_storeu_pd(p.add(i), v);
+            i += 4;
+        }
+        for i in body..d {
+            u[i] -= b[j] * x[i];
+        }
+    }
 }
 
 #[inline(always)]
