@@ -32,6 +32,45 @@ enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// One-command reproductions of the paper's findings, with figures and an HTML report.
+    Reproduce {
+        #[command(subcommand)]
+        command: ReproduceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReproduceCommand {
+    /// The theory lab: six figures, report.html and summary.json.
+    Theory {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Smaller d and fewer seeds: every figure in a few minutes on 2 cores.
+        #[arg(long)]
+        quick: bool,
+        /// Worker threads (default: all cores). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Only these figures, e.g. `--only 1,4`.
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=6))]
+        only: Vec<u8>,
+    },
+}
+
+fn reproduce_theory(out: PathBuf, quick: bool, threads: usize, only: Vec<u8>) -> ExitCode {
+    let opts = w2sg_reproduce::Options { quick, out: out.clone(), threads, only: only.into_iter().map(usize::from).collect() };
+    match w2sg_reproduce::theory_lab(&opts) {
+        Ok(summary) => {
+            let secs = summary["total_seconds"].as_f64().unwrap_or(f64::NAN);
+            eprintln!("wrote {}/report.html and summary.json in {secs:.1} s", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -191,6 +230,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Reproduce { command: ReproduceCommand::Theory { out, quick, threads, only } } => reproduce_theory(out, quick, threads, only),
         Command::Sim {
             command:
                 SimCommand::Run {

@@ -83,11 +83,15 @@ pub fn predict(config: &SimConfig) -> TheoryOutput {
         Init::Overlap { m0 } => ([*m0, rho * m0, eta * m0], None),
         Init::Spectral { n_pre, beta, .. } => {
             let gamma = d / *n_pre as f64;
-            let o = bbp_overlap(*beta, gamma, 1.0); // overlap with the spike v
+            // BBP limit of the overlap with the spike v. At finite d the rest of the eigenvector adds an
+            // O(d^-1/2) overlap: start the ODE at the root-mean-square value, so that below the threshold it
+            // starts like a random start (0 is a fixed point the finite-d process does leave).
+            let limit = bbp_overlap(*beta, gamma, 1.0);
+            let o = (limit * limit + (1.0 - limit * limit) / d).sqrt();
             (
                 [eta * o, kappa * o, o],
                 Some((
-                    eta * o,
+                    eta * limit,
                     bbp_top_eigenvalue(*beta, gamma),
                     beta * beta > gamma,
                 )),
