@@ -41,7 +41,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ReproduceCommand {
-    /// The theory lab: six figures, report.html and summary.json.
+    /// The theory lab: seven figures, report.html and summary.json.
     Theory {
         /// Output directory.
         #[arg(long)]
@@ -53,7 +53,7 @@ enum ReproduceCommand {
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Only these figures, e.g. `--only 1,4`.
-        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=6))]
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
         only: Vec<u8>,
     },
 }

@@ -58,14 +58,21 @@ pub struct FigureOutput {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ReproError> {
-    std::fs::write(path, bytes).map_err(|e| ReproError::Write { path: path.to_path_buf(), reason: e.to_string() })
+    std::fs::write(path, bytes).map_err(|e| ReproError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// The theory-lab reproduction: writes `figN_*.{png,svg,csv}`, `report.html` and `summary.json` to
 /// `opts.out` and returns the summary.
 pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
-    std::fs::create_dir_all(&opts.out).map_err(|e| ReproError::Write { path: opts.out.clone(), reason: e.to_string() })?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| ReproError::Write {
+        path: opts.out.clone(),
+        reason: e.to_string(),
+    })?;
     let started = Instant::now();
+    runner::take_engine_counts();
     let mut outputs = Vec::new();
     for (i, make) in figures::ALL.iter().enumerate() {
         if !opts.only.is_empty() && !opts.only.contains(&(i + 1)) {
@@ -76,11 +83,20 @@ pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
         let mut fig = make(opts)?;
         fig.seconds = t0.elapsed().as_secs_f64();
         fig.figure.save(&opts.out, fig.id)?;
-        write(&opts.out.join(format!("{}.csv", fig.id)), &fig.table.to_csv())?;
-        eprintln!("  {} ({:.1} s): {}", fig.id, fig.seconds, fig.findings.first().map(String::as_str).unwrap_or(""));
+        write(
+            &opts.out.join(format!("{}.csv", fig.id)),
+            &fig.table.to_csv(),
+        )?;
+        eprintln!(
+            "  {} ({:.1} s): {}",
+            fig.id,
+            fig.seconds,
+            fig.findings.first().map(String::as_str).unwrap_or("")
+        );
         outputs.push(fig);
     }
     let total = started.elapsed().as_secs_f64();
+    let (reduced_runs, full_runs) = runner::take_engine_counts();
     let version = format!("w2sg {}", env!("CARGO_PKG_VERSION"));
     let mode = if opts.quick { "quick" } else { "full" };
     let summary = json!({
@@ -88,19 +104,29 @@ pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
         "mode": mode,
         "total_seconds": total,
         "threads": opts.threads,
+        "runs": {"reduced_engine": reduced_runs, "full_engine": full_runs},
         "figures": outputs.iter().map(|f| json!({
             "id": f.id, "title": f.title, "seconds": f.seconds, "findings": f.findings, "headline": f.headline,
         })).collect::<Vec<_>>(),
     });
-    write(&opts.out.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json").as_bytes())?;
+    write(
+        &opts.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
+    )?;
 
-    let mut report = Report::new("w2sg: the blessing of pre-training in weak-to-strong generalization (theory lab)");
+    let mut report = Report::new(
+        "w2sg: the blessing of pre-training in weak-to-strong generalization (theory lab)",
+    );
     report.push(
         Section::new("About this report")
             .paragraph(format!(
                 "Reproduction of the synthetic findings of arXiv 2605.05710 with {version}, {mode} mode, in {total:.1} s \
-                 of wall time. Model and notation: shared/conventions.md. Simulations are the full O(d)-per-sample \
-                 engine; dashed lines are the d → ∞ theory (BBP overlaps and the overlap ODE) for the same configs."
+                 of wall time. Model and notation: shared/conventions.md. {reduced_runs} simulated runs used the reduced \
+                 engine (the same finite-d process, exact in distribution, O(1) per SGD step) and {full_runs} the full \
+                 O(d)-per-step engine. Dashed lines are the d → ∞ theory (BBP overlaps and the overlap ODE) for the \
+                 same configs."
             ))
             .table(
                 ["figure", "claim", "seconds"],
@@ -114,7 +140,9 @@ pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
         }
         section = section.figure_png(&f.figure, format!("{} — data in {}.csv", f.title, f.id))?;
         for (name, text) in &f.configs {
-            section = section.paragraph(format!("Config `{name}`:")).pre(text.clone());
+            section = section
+                .paragraph(format!("Config `{name}`:"))
+                .pre(text.clone());
         }
         report.push(section);
     }

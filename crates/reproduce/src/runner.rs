@@ -9,7 +9,23 @@ use w2sg_sim::config::Plan;
 use w2sg_sim::engine::{run_cost, simulate_all, RunOutput};
 use w2sg_sim::prediction::{predict, TheoryOutput};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use w2sg_sim::engine::EngineKind;
+
 use crate::ReproError;
+
+/// Runs per engine since the last [`take_engine_counts`]: (reduced, full), for the report.
+static REDUCED_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FULL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// (reduced, full) runs since the last call.
+pub fn take_engine_counts() -> (usize, usize) {
+    (
+        REDUCED_RUNS.swap(0, Ordering::Relaxed),
+        FULL_RUNS.swap(0, Ordering::Relaxed),
+    )
+}
 
 /// A finished sweep: the plan, each run's output (grid-major, seed-minor) and the theory per grid point.
 pub struct Sweep {
@@ -22,23 +38,50 @@ pub struct Sweep {
 
 impl Sweep {
     /// Runs every (grid point, seed) of `config_text` on `threads` threads, with a progress bar.
-    pub fn run(name: &str, config_text: &str, threads: usize, with_theory: bool) -> Result<Self, ReproError> {
+    pub fn run(
+        name: &str,
+        config_text: &str,
+        threads: usize,
+        with_theory: bool,
+    ) -> Result<Self, ReproError> {
         let plan = Plan::parse(config_text, name).map_err(|e| ReproError::Config(e.to_string()))?;
-        let jobs: Vec<_> = plan.grid.iter().flat_map(|g| plan.seeds.iter().map(move |&s| (&g.config, s))).collect();
+        let jobs: Vec<_> = plan
+            .grid
+            .iter()
+            .flat_map(|g| plan.seeds.iter().map(move |&s| (&g.config, s)))
+            .collect();
         let total: u64 = jobs.iter().map(|(c, _)| run_cost(c)).sum();
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("  {msg:<28} {bar:30} {percent:>3}% ({elapsed}, eta {eta})").expect("valid template"),
+            ProgressStyle::with_template(
+                "  {msg:<28} {bar:30} {percent:>3}% ({elapsed}, eta {eta})",
+            )
+            .expect("valid template"),
         );
         bar.set_message(name.to_string());
         let results = simulate_all(&jobs, threads, &|n| bar.inc(n));
         bar.finish_and_clear();
         let mut runs = Vec::with_capacity(results.len());
         for (i, r) in results.into_iter().enumerate() {
-            runs.push(r.map_err(|e| ReproError::Run(format!("{name}, run {i}: {e}")))?);
+            let run = r.map_err(|e| ReproError::Run(format!("{name}, run {i}: {e}")))?;
+            match run.summary.engine {
+                EngineKind::Reduced => REDUCED_RUNS.fetch_add(1, Ordering::Relaxed),
+                EngineKind::Full => FULL_RUNS.fetch_add(1, Ordering::Relaxed),
+            };
+            runs.push(run);
         }
-        let theory = if with_theory { plan.grid.par_iter().map(|g| predict(&g.config)).collect() } else { Vec::new() };
-        Ok(Sweep { name: name.to_string(), config_text: config_text.to_string(), plan, runs, theory })
+        let theory = if with_theory {
+            plan.grid.par_iter().map(|g| predict(&g.config)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Sweep {
+            name: name.to_string(),
+            config_text: config_text.to_string(),
+            plan,
+            runs,
+            theory,
+        })
     }
 
     pub fn seeds(&self) -> usize {
@@ -53,7 +96,12 @@ impl Sweep {
 
     /// The swept value of `key` at grid point `g`, as written.
     pub fn value(&self, g: usize, key: &str) -> &str {
-        self.plan.grid[g].swept.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
+        self.plan.grid[g]
+            .swept
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
 
     /// The swept value of `key` at grid point `g`, as a number (NaN if not numeric).
@@ -64,13 +112,19 @@ impl Sweep {
     /// Grid points whose swept numeric values equal all `(key, value)` pairs (relative tolerance 1e-9).
     pub fn select_num(&self, filter: &[(&str, f64)]) -> Vec<usize> {
         (0..self.plan.grid.len())
-            .filter(|&g| filter.iter().all(|(k, v)| (self.number(g, k) - v).abs() <= 1e-9 * v.abs().max(1.0)))
+            .filter(|&g| {
+                filter
+                    .iter()
+                    .all(|(k, v)| (self.number(g, k) - v).abs() <= 1e-9 * v.abs().max(1.0))
+            })
             .collect()
     }
 
     /// Grid points whose swept values match all `(key, value)` pairs.
     pub fn select(&self, filter: &[(&str, &str)]) -> Vec<usize> {
-        (0..self.plan.grid.len()).filter(|&g| filter.iter().all(|(k, v)| self.value(g, k) == *v)).collect()
+        (0..self.plan.grid.len())
+            .filter(|&g| filter.iter().all(|(k, v)| self.value(g, k) == *v))
+            .collect()
     }
 }
 
@@ -82,15 +136,24 @@ pub fn mean_sd(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
     }
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
     (mean, sd)
 }
 
 /// Mean and sd over runs of one trajectory field, at each grid time.
-pub fn trajectory_band(runs: &[RunOutput], field: impl Fn(&w2sg_sim::engine::TrajectoryPoint) -> f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn trajectory_band(
+    runs: &[RunOutput],
+    field: impl Fn(&w2sg_sim::engine::TrajectoryPoint) -> f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = runs[0].trajectory.len();
     let taus = runs[0].trajectory.iter().map(|p| p.tau).collect();
-    let (means, sds) = (0..n).map(|i| mean_sd(runs.iter().map(|r| field(&r.trajectory[i])))).unzip();
+    let (means, sds) = (0..n)
+        .map(|i| mean_sd(runs.iter().map(|r| field(&r.trajectory[i]))))
+        .unzip();
     (taus, means, sds)
 }
 
@@ -102,7 +165,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, row: Vec<String>) {

@@ -56,6 +56,29 @@ pub struct RawConfig {
     pub sgd: RawSgd,
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Which engine simulates the run. Not part of the process (left out of the stream key), and
+    /// omitted from the written config when it is the default.
+    #[serde(default, skip_serializing_if = "EngineChoice::is_auto")]
+    pub engine: EngineChoice,
+}
+
+/// The `engine` key: which simulator runs a config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// The reduced engine where the config reduces, else the full engine (the run records why).
+    #[default]
+    Auto,
+    /// The O(1)-per-sample reduced engine; a config error where it does not apply.
+    Reduced,
+    /// The O(d)-per-sample engine with d-dimensional students.
+    Full,
+}
+
+impl EngineChoice {
+    pub fn is_auto(&self) -> bool {
+        *self == EngineChoice::Auto
+    }
 }
 
 fn default_link() -> LinkSpec {
@@ -272,6 +295,7 @@ pub struct SimConfig {
     pub tau_min: f64,
     pub risk: RiskMethod,
     pub n_test: usize,
+    pub engine: EngineChoice,
     /// The config as written (after expansion), for reports and for the run's random-stream key.
     pub raw: RawConfig,
 }
@@ -383,7 +407,7 @@ impl SimConfig {
         if m.risk == RiskMethod::MonteCarlo && m.n_test < 2 {
             return err("metrics.n_test", "must be at least 2".into());
         }
-        Ok(SimConfig {
+        let config = SimConfig {
             d: raw.d,
             link,
             noise: raw.noise,
@@ -398,8 +422,18 @@ impl SimConfig {
             tau_min: m.tau_min,
             risk: m.risk,
             n_test: m.n_test,
+            engine: raw.engine,
             raw,
-        })
+        };
+        if config.engine == EngineChoice::Reduced {
+            if let Some(reason) = crate::reduced::obstacle(&config) {
+                return err(
+                    "engine",
+                    format!("\"reduced\" does not apply to this config: {reason}; use \"auto\" (falls back to the full engine) or \"full\""),
+                );
+            }
+        }
+        Ok(config)
     }
 
     /// The sample counts at which metrics are recorded: 0, then `points` log-spaced τ in
@@ -428,6 +462,8 @@ impl SimConfig {
         let mut process = self.raw.clone();
         process.metrics = RawMetrics::default();
         process.sgd.tau_max = 0.0;
+        // Both engines simulate the same process: the same seed names the same run on either.
+        process.engine = EngineChoice::Auto;
         let text = serde_json::to_string(&process).expect("configs serialize");
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
@@ -709,6 +745,20 @@ mod tests {
             ("d = 100\nseeds = 0\n", "seeds"),
             ("d = 100\n[sgd]\nbatch = 0\n", "sgd.batch"),
             ("d = 100\n[pretrain]\nbetta = 2.0\n", "betta"),
+            ("d = 100\nengine = \"fast\"\n", "engine"),
+            (
+                "d = 100\nengine = \"reduced\"\n[weak]\nn_train = 50\n",
+                "engine",
+            ),
+            (
+                "d = 100\nengine = \"reduced\"\n[metrics]\nrisk = \"monte_carlo\"\n",
+                "engine",
+            ),
+            (
+                "d = 100\nengine = \"reduced\"\n[pretrain]\nweighting = \"tanh\"\n",
+                "engine",
+            ),
+            ("d = 4\nengine = \"reduced\"\n", "engine"),
         ];
         for (text, key) in cases {
             let e = error_of(text);
@@ -731,6 +781,24 @@ mod tests {
         assert_eq!(*c.last().unwrap(), 10_000);
         assert!(c.iter().all(|t| t % 8 == 0));
         assert!(c.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn engine_key_defaults_to_auto_and_is_not_part_of_the_stream_key() {
+        let auto = Plan::parse("d = 100\n", "a").unwrap();
+        assert_eq!(auto.grid[0].config.engine, EngineChoice::Auto);
+        let full = Plan::parse("d = 100\nengine = \"full\"\n", "f").unwrap();
+        let reduced = Plan::parse("d = 100\nengine = \"reduced\"\n", "r").unwrap();
+        assert_eq!(full.grid[0].config.engine, EngineChoice::Full);
+        let key = auto.grid[0].config.stream_key();
+        assert_eq!(full.grid[0].config.stream_key(), key);
+        assert_eq!(reduced.grid[0].config.stream_key(), key);
+        // The reason names the key that blocks the reduction.
+        let e = error_of("d = 100\nengine = \"reduced\"\n[weak]\nn_train = 50\n").to_string();
+        assert!(e.contains("weak.n_train"), "{e}");
+        // A swept engine is a column like any other swept key.
+        let swept = Plan::parse("d = 100\nengine = [\"full\", \"reduced\"]\n", "s").unwrap();
+        assert_eq!(swept.swept_keys, vec!["engine"]);
     }
 
     #[test]

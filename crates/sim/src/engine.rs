@@ -1,13 +1,19 @@
-//! The full (O(d) per sample) simulation engine: one run, and many runs in parallel.
+//! Simulation engines: one run, and many runs in parallel.
 //!
 //! A run is a validated [`SimConfig`] and a seed. Its random streams are derived from
 //! `(seed, config key, purpose)`, so a run's numbers depend only on what it is, never on the thread that
 //! ran it or on the other runs of its sweep. Runs are spread over a rayon pool; each run is sequential.
+//!
+//! Two engines simulate the same process. The full engine here stores the d-dimensional students and
+//! pays O(d) per sample. The reduced engine ([`crate::reduced`]) tracks the students in a 5-dimensional
+//! frame and pays O(1) per sample, exact in distribution; it is the default wherever it applies
+//! (`engine = "auto"`), and [`simulate`] says in each run's summary which engine ran and why it fell
+//! back when it did.
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::config::{FinetuneData, Init, RiskMethod, SimConfig, Weak, Weighting};
+use crate::config::{EngineChoice, FinetuneData, Init, RiskMethod, SimConfig, Weak, Weighting};
 use crate::link::Link;
 use crate::model::{
     spike_direction, target_direction, weak_direction, DataLaw, Direction, Labeler,
@@ -111,12 +117,34 @@ impl Outcome {
     }
 }
 
+/// Which engine simulated a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// O(1) per sample, exact in distribution ([`crate::reduced`]).
+    Reduced,
+    /// O(d) per sample: the students as d-dimensional vectors.
+    Full,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Reduced => "reduced",
+            EngineKind::Full => "full",
+        }
+    }
+}
+
 /// Per-run results.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunSummary {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub spectral: Option<SpectralInfo>,
+    pub engine: EngineKind,
+    /// Why `engine = "auto"` ran the full engine (None when the reduced engine ran or `full` was asked).
+    pub fallback_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -336,8 +364,59 @@ pub fn finetune_law(config: &SimConfig) -> DataLaw {
     }
 }
 
-/// Simulates one run. `progress(n)` is called with numbers of samples processed as they are.
+/// Simulates one run on the engine the config asks for (`auto`: reduced where it applies).
+/// `progress(n)` is called with numbers of samples processed as they are.
 pub fn simulate(
+    config: &SimConfig,
+    seed: u64,
+    progress: &dyn Fn(u64),
+) -> Result<RunOutput, SimError> {
+    match engine_for(config) {
+        (EngineKind::Reduced, _) => crate::reduced::simulate_reduced(config, seed, progress),
+        (EngineKind::Full, reason) => {
+            let mut out = simulate_full(config, seed, progress)?;
+            out.summary.fallback_reason = reason;
+            Ok(out)
+        }
+    }
+}
+
+/// The engine [`simulate`] runs `config` on, and why `auto` fell back to the full engine if it did.
+/// (Validation rejects `engine = "reduced"` on configs that do not reduce.)
+pub fn engine_for(config: &SimConfig) -> (EngineKind, Option<String>) {
+    match config.engine {
+        EngineChoice::Full => (EngineKind::Full, None),
+        EngineChoice::Reduced => (EngineKind::Reduced, None),
+        EngineChoice::Auto => match crate::reduced::obstacle(config) {
+            None => (EngineKind::Reduced, None),
+            Some(reason) => (EngineKind::Full, Some(reason)),
+        },
+    }
+}
+
+/// For an even link, w and −w are the same predictor: report each student's overlaps for the sign that
+/// ends with m ≥ 0 (a random start can escape towards either ±θ*, so the start's sign says nothing).
+pub(crate) fn orient_even_link(config: &SimConfig, trajectory: &mut [TrajectoryPoint]) {
+    if !config.link.is_even() {
+        return;
+    }
+    let last = trajectory.last().expect("a trajectory has its τ = 0 point");
+    if last.m < 0.0 {
+        for p in trajectory.iter_mut() {
+            p.m = -p.m;
+            p.r = -p.r;
+            p.s = -p.s;
+        }
+    }
+    if trajectory.last().expect("non-empty").m_ceiling < 0.0 {
+        for p in trajectory.iter_mut() {
+            p.m_ceiling = -p.m_ceiling;
+        }
+    }
+}
+
+/// Simulates one run on the full engine, whatever `config.engine` says.
+pub fn simulate_full(
     config: &SimConfig,
     seed: u64,
     progress: &dyn Fn(u64),
@@ -467,20 +546,14 @@ pub fn simulate(
         source,
     })?;
 
-    if config.link.is_even() && trajectory[0].m < 0.0 {
-        // w and −w are the same predictor for an even link: report overlaps for the sign with m0 ≥ 0.
-        for p in &mut trajectory {
-            p.m = -p.m;
-            p.r = -p.r;
-            p.s = -p.s;
-            p.m_ceiling = -p.m_ceiling;
-        }
-    }
+    orient_even_link(config, &mut trajectory);
     let (_, final_ceil) = *risks.last().expect("risks recorded");
     let final_se = book.diff_se(risk_weak, final_ceil);
     let summary = RunSummary {
         outcome: Outcome::of(&trajectory, rho_weak, risk_weak.value, final_se),
         spectral,
+        engine: EngineKind::Full,
+        fallback_reason: None,
     };
     Ok(RunOutput {
         summary,

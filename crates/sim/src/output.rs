@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::config::Plan;
-use crate::engine::{RunOutput, SimError, TrajectoryPoint};
+use crate::engine::{engine_for, RunOutput, SimError, TrajectoryPoint};
 use crate::prediction::TheoryOutput;
 
 /// What went wrong writing results: the file and the reason.
@@ -136,6 +136,8 @@ pub fn write_simulation(
             "spectral_eigenvalue",
             "lanczos_iterations",
             "sign_flipped",
+            "engine",
+            "fallback_reason",
             "error",
         ]
         .map(String::from),
@@ -166,6 +168,8 @@ pub fn write_simulation(
                     ]),
                     None => row.extend([String::new(), String::new(), String::new()]),
                 }
+                row.push(out.summary.engine.as_str().to_string());
+                row.push(out.summary.fallback_reason.clone().unwrap_or_default());
                 row.push(String::new());
                 let seed_s = seed.to_string();
                 traj_rows.extend(
@@ -177,6 +181,10 @@ pub fn write_simulation(
             }
             Err(e) => {
                 row.extend(std::iter::repeat_n(String::new(), SUMMARY_FIELDS.len() + 3));
+                // Which engine failed is known from the config alone.
+                let (engine, reason) = engine_for(&point.config);
+                row.push(engine.as_str().to_string());
+                row.push(reason.unwrap_or_default());
                 row.push(e.to_string());
                 runs_json.push(json!({"run": run, "grid": grid, "seed": seed, "swept": swept, "config": point.config.raw, "summary": null, "error": e.to_string()}));
             }

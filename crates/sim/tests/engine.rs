@@ -1,4 +1,6 @@
 //! End-to-end checks of the full engine against the d → ∞ theory, with fixed seeds and stated tolerances.
+//! Every config pins `engine = "full"` (the default, `auto`, would run the reduced engine, which
+//! `tests/reduced.rs` checks against this one).
 //!
 //! Sizes are chosen so each test runs in seconds in the optimized test profile, while d ≥ 1000 keeps the
 //! finite-size fluctuations (O(d^−1/2) ≈ 0.03 for one run, less for averages) well inside the tolerances.
@@ -41,7 +43,7 @@ fn mean_path(
 fn spectral_overlap_matches_bbp_on_both_sides_of_the_threshold() {
     // γ = d/n = 0.5, threshold β = sqrt(0.5) ≈ 0.707. Above (β = 2): overlap → sqrt((1 − γ/β²)/(1 + γ/β)).
     let (plan, runs) = simulate(
-        "d = 2000\nlink = \"he2\"\nseeds = 4\n[pretrain]\nn_pre = 4000\nbeta = [2.0, 1.2, 0.3]\n[sgd]\ntau_max = 0.02\n[metrics]\npoints = 2\n",
+        "engine = \"full\"\nd = 2000\nlink = \"he2\"\nseeds = 4\n[pretrain]\nn_pre = 4000\nbeta = [2.0, 1.2, 0.3]\n[sgd]\ntau_max = 0.02\n[metrics]\npoints = 2\n",
         2,
     );
     for (g, point) in plan.grid.iter().enumerate() {
@@ -74,7 +76,7 @@ fn spectral_overlap_matches_bbp_on_both_sides_of_the_threshold() {
 #[test]
 fn he2_warm_start_follows_the_ode() {
     let (plan, runs) = simulate(
-        "d = 2000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.5\nseeds = 3\n[weak]\nrho = 0.6\n[sgd]\nlr = 0.05\ntau_max = 40.0\n",
+        "engine = \"full\"\nd = 2000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.5\nseeds = 3\n[weak]\nrho = 0.6\n[sgd]\nlr = 0.05\ntau_max = 40.0\n",
         2,
     );
     let ode = theory(&plan, 0);
@@ -101,7 +103,7 @@ fn he2_warm_start_follows_the_ode() {
 #[test]
 fn he3_random_start_is_stuck_while_a_spectral_start_saturates() {
     let (_, runs) = simulate(
-        "d = 1000\nlink = \"he3\"\ninit = [\"random\", \"spectral\"]\nseeds = 2\n[pretrain]\nn_pre = 4000\nbeta = 3.0\n[weak]\nrho = 0.8\n[sgd]\nlr = 0.003\ntau_max = 100.0\n",
+        "engine = \"full\"\nd = 1000\nlink = \"he3\"\ninit = [\"random\", \"spectral\"]\nseeds = 2\n[pretrain]\nn_pre = 4000\nbeta = 3.0\n[weak]\nrho = 0.8\n[sgd]\nlr = 0.003\ntau_max = 100.0\n",
         2,
     );
     for random in &runs[..2] {
@@ -133,7 +135,7 @@ fn he3_random_start_is_stuck_while_a_spectral_start_saturates() {
 #[test]
 fn w2s_peaks_above_rho_then_saturates_at_rho() {
     let (plan, runs) = simulate(
-        "d = 1000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.5\nseeds = 2\n[weak]\nrho = 0.8\n[sgd]\nlr = 0.02\ntau_max = 400.0\n",
+        "engine = \"full\"\nd = 1000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.5\nseeds = 2\n[weak]\nrho = 0.8\n[sgd]\nlr = 0.02\ntau_max = 400.0\n",
         2,
     );
     let predicted = theory(&plan, 0).summary.outcome;
@@ -157,7 +159,7 @@ fn w2s_peaks_above_rho_then_saturates_at_rho() {
 
 #[test]
 fn numbers_do_not_depend_on_thread_count() {
-    let text = "d = 300\nlink = \"he2\"\nseeds = 3\n[weak]\nrho = [0.3, 0.7]\n[sgd]\nlr = 0.05\ntau_max = 5.0\nbatch = [1, 4]\n";
+    let text = "engine = \"full\"\nd = 300\nlink = \"he2\"\nseeds = 3\n[weak]\nrho = [0.3, 0.7]\n[sgd]\nlr = 0.05\ntau_max = 5.0\nbatch = [1, 4]\n";
     let (_, one) = simulate(text, 1);
     let (_, two) = simulate(text, 2);
     assert_eq!(one.len(), 12);
@@ -168,9 +170,9 @@ fn numbers_do_not_depend_on_thread_count() {
 fn theory_matches_simulation_across_model_variants() {
     // Spiked fine-tuning data (three-statistic ODE), a misspecified weak link with label noise, batches.
     let cases = [
-        "d = 1000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.4\nfinetune_data = \"spiked\"\nseeds = 6\n[pretrain]\nbeta = 2.0\neta = 0.8\n[weak]\nrho = 0.7\n[sgd]\nlr = 0.03\ntau_max = 30.0\n",
-        "d = 1000\nlink = \"tanh\"\ninit = \"overlap\"\nm0 = 0.3\nseeds = 3\n[weak]\nrho = 0.7\nlink = \"sign\"\nnoise = 0.1\n[sgd]\nlr = 0.5\ntau_max = 20.0\n",
-        "d = 1000\nlink = \"relu\"\ninit = \"overlap\"\nm0 = 0.2\nseeds = 3\nnoise = 0.05\n[weak]\nrho = 0.5\n[sgd]\nlr = 0.5\ntau_max = 20.0\nbatch = 8\n",
+        "engine = \"full\"\nd = 1000\nlink = \"he2\"\ninit = \"overlap\"\nm0 = 0.4\nfinetune_data = \"spiked\"\nseeds = 6\n[pretrain]\nbeta = 2.0\neta = 0.8\n[weak]\nrho = 0.7\n[sgd]\nlr = 0.03\ntau_max = 30.0\n",
+        "engine = \"full\"\nd = 1000\nlink = \"tanh\"\ninit = \"overlap\"\nm0 = 0.3\nseeds = 3\n[weak]\nrho = 0.7\nlink = \"sign\"\nnoise = 0.1\n[sgd]\nlr = 0.5\ntau_max = 20.0\n",
+        "engine = \"full\"\nd = 1000\nlink = \"relu\"\ninit = \"overlap\"\nm0 = 0.2\nseeds = 3\nnoise = 0.05\n[weak]\nrho = 0.5\n[sgd]\nlr = 0.5\ntau_max = 20.0\nbatch = 8\n",
     ];
     for text in cases {
         let (plan, runs) = simulate(text, 2);
@@ -200,24 +202,18 @@ fn theory_matches_simulation_across_model_variants() {
 
 #[test]
 fn trained_weak_model_overlap_matches_its_ode() {
-    let (plan, runs) = simulate("d = 1000\nlink = \"he1\"\ninit = \"random\"\nseeds = 3\n[weak]\nn_train = 500\nlr = 0.5\n[sgd]\nlr = 0.5\ntau_max = 1.0\n", 2);
+    let (plan, runs) = simulate("engine = \"full\"\nd = 1000\nlink = \"he1\"\ninit = \"random\"\nseeds = 3\n[weak]\nn_train = 500\nlr = 0.5\n[sgd]\nlr = 0.5\ntau_max = 1.0\n", 2);
     let rho = theory(&plan, 0).summary.outcome.rho_weak;
-    assert!(
-        rho > 0.1 && rho < 0.9,
-        "a briefly trained weak model should be partial: rho {rho}"
-    );
-    for run in &runs {
-        assert!(
-            (run.summary.outcome.rho_weak - rho).abs() < 0.05,
-            "weak overlap {:.3} vs ODE {rho:.3}",
-            run.summary.outcome.rho_weak
-        );
-    }
+    assert!(rho > 0.1 && rho < 0.9, "a briefly trained weak model should be partial: rho {rho}");
+    // One run's ρ_weak has sd ≈ 0.033 here (measured over 300 seeds), so judge the 3-run mean:
+    // 0.05 is about 2.7 of its standard errors.
+    let mean = runs.iter().map(|r| r.summary.outcome.rho_weak).sum::<f64>() / runs.len() as f64;
+    assert!((mean - rho).abs() < 0.05, "mean weak overlap {mean:.3} vs ODE {rho:.3}");
 }
 
 #[test]
 fn monte_carlo_risk_agrees_with_exact_risk() {
-    let base = "d = 500\nlink = \"relu\"\ninit = \"overlap\"\nm0 = 0.5\n[weak]\nrho = 0.6\n[sgd]\nlr = 0.3\ntau_max = 2.0\n[metrics]\npoints = 3\n";
+    let base = "engine = \"full\"\nd = 500\nlink = \"relu\"\ninit = \"overlap\"\nm0 = 0.5\n[weak]\nrho = 0.6\n[sgd]\nlr = 0.3\ntau_max = 2.0\n[metrics]\npoints = 3\n";
     let (_, exact) = simulate(base, 1);
     let (_, mc) = simulate(
         &format!("{base}risk = \"monte_carlo\"\nn_test = 20000\n"),
@@ -242,7 +238,7 @@ fn divergence_is_an_error_naming_the_step() {
     // The spherical step cannot blow up at any finite step size (it is renormalized); only overflow of
     // the step itself produces non-finite weights, so provoke exactly that.
     let plan = Plan::parse(
-        "d = 20\nlink = \"he4\"\ninit = \"random\"\n[sgd]\nlr = 1e305\ntau_max = 5.0\n",
+        "engine = \"full\"\nd = 20\nlink = \"he4\"\ninit = \"random\"\n[sgd]\nlr = 1e305\ntau_max = 5.0\n",
         "t",
     )
     .unwrap();
@@ -256,7 +252,7 @@ fn label_weighted_spectral_init_finds_the_weak_direction_without_a_spike() {
     // No spike (β = 0): the plain covariance carries no information, while weighting each sample by
     // T(y) = tanh(y) of its weak label tilts the covariance along θ_w for an even link (E[T(y)(θ_w·x)²] > E[T(y)]).
     let (_, runs) = simulate(
-        "d = 500\nlink = \"he2\"\nseeds = 2\n[pretrain]\nn_pre = 5000\nbeta = 0.0\nweighting = [\"none\", \"tanh\"]\n[weak]\nrho = 1.0\n[sgd]\ntau_max = 0.02\n[metrics]\npoints = 2\n",
+        "engine = \"full\"\nd = 500\nlink = \"he2\"\nseeds = 2\n[pretrain]\nn_pre = 5000\nbeta = 0.0\nweighting = [\"none\", \"tanh\"]\n[weak]\nrho = 1.0\n[sgd]\ntau_max = 0.02\n[metrics]\npoints = 2\n",
         2,
     );
     for plain in &runs[..2] {

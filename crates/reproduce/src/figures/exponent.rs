@@ -29,9 +29,33 @@ struct Series {
 }
 
 const SERIES: [Series; 3] = [
-    Series { name: "he3, warm start (m0 = 0.4)", link: "he3", random: false, init: |_| "init = \"overlap\"\nm0 = 0.4".into(), lr: |_| 0.002, tau_max: |_| 400.0, theory: "1" },
-    Series { name: "he2, random start", link: "he2", random: true, init: random_start, lr: |_| 0.02, tau_max: |_| 150.0, theory: "d log d" },
-    Series { name: "he3, random start, lr ∝ d^-1/2", link: "he3", random: true, init: random_start, lr: |d| 0.004 / d.sqrt(), tau_max: |d| 25.0 * d, theory: "2" },
+    Series {
+        name: "he3, warm start (m0 = 0.4)",
+        link: "he3",
+        random: false,
+        init: |_| "init = \"overlap\"\nm0 = 0.4".into(),
+        lr: |_| 0.002,
+        tau_max: |_| 400.0,
+        theory: "1",
+    },
+    Series {
+        name: "he2, random start",
+        link: "he2",
+        random: true,
+        init: random_start,
+        lr: |_| 0.02,
+        tau_max: |_| 150.0,
+        theory: "d log d",
+    },
+    Series {
+        name: "he3, random start, lr ∝ d^-1/2",
+        link: "he3",
+        random: true,
+        init: random_start,
+        lr: |d| 0.004 / d.sqrt(),
+        tau_max: |d| 25.0 * d,
+        theory: "2",
+    },
 ];
 
 /// A random start at its typical overlap d^-1/2, on the positive side: a uniform random start has
@@ -67,7 +91,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Least-squares slope of log y on log x over finite points.
 fn log_slope(xs: &[f64], ys: &[f64]) -> f64 {
-    let pts: Vec<(f64, f64)> = xs.iter().zip(ys).filter(|(x, y)| x.is_finite() && y.is_finite() && **x > 0.0 && **y > 0.0).map(|(x, y)| (x.ln(), y.ln())).collect();
+    let pts: Vec<(f64, f64)> = xs
+        .iter()
+        .zip(ys)
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && **x > 0.0 && **y > 0.0)
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
     if pts.len() < 2 {
         return f64::NAN;
     }
@@ -81,14 +110,32 @@ fn log_slope(xs: &[f64], ys: &[f64]) -> f64 {
 
 pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
     let size = Size::of(opts);
-    let seeds = size.pick(4, 8);
-    let mut plot = Plot::new("samples to reach m = 1/2").x_axis(Axis::new("dimension d").log()).y_axis(Axis::new("samples").log());
-    let mut table = Table::new(&["series", "d", "samples_median", "runs_reached", "ode_samples"]);
+    let seeds = size.pick(6, 12);
+    let mut plot = Plot::new("samples to reach m = 1/2")
+        .x_axis(Axis::new("dimension d").log())
+        .y_axis(Axis::new("samples").log());
+    let mut table = Table::new(&[
+        "series",
+        "d",
+        "samples_median",
+        "runs_reached",
+        "ode_samples",
+    ]);
     let mut configs = Vec::new();
     let mut findings = Vec::new();
     let mut headline = serde_json::Map::new();
     for (si, s) in SERIES.iter().enumerate() {
-        let dims: Vec<usize> = if s.theory == "2" { size.pick(vec![64, 128, 256], vec![64, 128, 256, 512, 1024]) } else { size.pick(vec![128, 256, 512, 1024], vec![250, 500, 1000, 2000, 4000]) };
+        let dims: Vec<usize> = if s.theory == "2" {
+            size.pick(
+                vec![128, 256, 512, 1024],
+                vec![128, 256, 512, 1024, 2048, 4096],
+            )
+        } else {
+            size.pick(
+                vec![256, 1024, 4096, 16384],
+                vec![256, 1024, 4096, 16384, 65536],
+            )
+        };
         let (mut sim, mut ode) = (Vec::new(), Vec::new());
         for &d in &dims {
             let df = d as f64;
@@ -98,20 +145,44 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
                 s.name, s.link, (s.init)(df), (s.lr)(df), (s.tau_max)(df)
             );
             let sweep = Sweep::run(&format!("fig5 {} d={d}", s.link), &text, opts.threads, true)?;
-            configs.push((format!("fig5_{}_{}_d{d}", s.link, if s.random { "random" } else { "warm" }), text));
-            let crossings: Vec<f64> = sweep.runs.iter().filter_map(|r| {
-                let taus: Vec<f64> = r.trajectory.iter().map(|p| p.tau).collect();
-                let ms: Vec<f64> = r.trajectory.iter().map(|p| p.m).collect();
-                crossing(&taus, &ms)
-            }).collect();
+            configs.push((
+                format!(
+                    "fig5_{}_{}_d{d}",
+                    s.link,
+                    if s.random { "random" } else { "warm" }
+                ),
+                text,
+            ));
+            let crossings: Vec<f64> = sweep
+                .runs
+                .iter()
+                .filter_map(|r| {
+                    let taus: Vec<f64> = r.trajectory.iter().map(|p| p.tau).collect();
+                    let ms: Vec<f64> = r.trajectory.iter().map(|p| p.m).collect();
+                    crossing(&taus, &ms)
+                })
+                .collect();
             let reached = crossings.len();
             // Runs that never reach count as "later than any that did": the median is defined while most reach.
             let mut all: Vec<f64> = crossings.iter().map(|t| t * df).collect();
-            all.extend(std::iter::repeat_n(f64::INFINITY, sweep.runs.len() - reached));
+            all.extend(std::iter::repeat_n(
+                f64::INFINITY,
+                sweep.runs.len() - reached,
+            ));
             let med = median(all);
             let th = &sweep.theory[0].trajectory;
-            let ode_t = crossing(&th.iter().map(|p| p.tau).collect::<Vec<_>>(), &th.iter().map(|p| p.m).collect::<Vec<_>>()).map_or(f64::NAN, |t| t * df);
-            table.push(vec![s.name.to_string(), d.to_string(), cell(med), reached.to_string(), cell(ode_t)]);
+            let ode_t = crossing(
+                &th.iter().map(|p| p.tau).collect::<Vec<_>>(),
+                &th.iter().map(|p| p.m).collect::<Vec<_>>(),
+            )
+            .map_or(f64::NAN, |t| t * df);
+            table.push(vec![
+                s.name.to_string(),
+                d.to_string(),
+                cell(med),
+                reached.to_string(),
+                cell(ode_t),
+            ]);
             sim.push(med);
             ode.push(ode_t);
         }
@@ -124,8 +195,16 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
         };
         let c = palette(si);
         plot = plot
-            .line(LineSeries::from_xy(format!("{} (slope {slope:.2})", s.name), &xs, &sim).color(c).marker(Marker::Circle))
-            .line(LineSeries::from_xy(format!("{}, ODE (slope {ode_slope:.2})", s.name), &xs, &ode).color(c).dashed());
+            .line(
+                LineSeries::from_xy(format!("{} (slope {slope:.2})", s.name), &xs, &sim)
+                    .color(c)
+                    .marker(Marker::Circle),
+            )
+            .line(
+                LineSeries::from_xy(format!("{}, ODE (slope {ode_slope:.2})", s.name), &xs, &ode)
+                    .color(c)
+                    .dashed(),
+            );
         findings.push(format!(
             "{}: fitted slope of samples against d is {slope:.2} (ODE {ode_slope:.2}; theory {} → {theory_slope:.2} over this range).",
             s.name, s.theory

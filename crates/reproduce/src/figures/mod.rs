@@ -8,6 +8,7 @@ use crate::{FigureOutput, Options, ReproError};
 
 pub mod effective_region;
 pub mod exponent;
+pub mod finite_size;
 pub mod phase_diagram;
 pub mod saturation;
 pub mod start;
@@ -17,7 +18,15 @@ pub mod transition;
 pub type MakeFigure = fn(&Options) -> Result<FigureOutput, ReproError>;
 
 /// All figures, in report order.
-pub const ALL: [MakeFigure; 6] = [start::figure, transition::figure, saturation::figure, effective_region::figure, exponent::figure, phase_diagram::figure];
+pub const ALL: [MakeFigure; 7] = [
+    start::figure,
+    transition::figure,
+    saturation::figure,
+    effective_region::figure,
+    exponent::figure,
+    phase_diagram::figure,
+    finite_size::figure,
+];
 
 /// Quick or full sizes.
 pub struct Size {
@@ -47,6 +56,9 @@ pub fn toml_list(values: &[f64]) -> String {
 
 /// A TOML list of integers (values are rounded).
 pub fn int_list(values: &[f64]) -> String {
-    let parts: Vec<String> = values.iter().map(|v| format!("{}", v.round() as i64)).collect();
+    let parts: Vec<String> = values
+        .iter()
+        .map(|v| format!("{}", v.round() as i64))
+        .collect();
     format!("[{}]", parts.join(", "))
 }
