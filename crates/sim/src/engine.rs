@@ -163,6 +163,18 @@ pub enum SimError {
     },
 }
 
+impl SimError {
+    /// The error of the w2s/ceiling pair's training (student 0 is w2s, 1 the ceiling).
+    pub(crate) fn of_students(source: Diverged) -> Self {
+        let which = if source.student == 0 {
+            "w2s student"
+        } else {
+            "ceiling student"
+        };
+        SimError::Diverged { which, source }
+    }
+}
+
 /// Risk of predictors against the clean target, exact or on a fixed test sample.
 enum RiskMeter {
     Exact { beta: f64, eta: f64 },
@@ -537,14 +549,7 @@ pub fn simulate_full(
         &checkpoints,
         observe,
     )
-    .map_err(|source| SimError::Diverged {
-        which: if source.student == 0 {
-            "w2s student"
-        } else {
-            "ceiling student"
-        },
-        source,
-    })?;
+    .map_err(SimError::of_students)?;
 
     orient_even_link(config, &mut trajectory);
     let (_, final_ceil) = *risks.last().expect("risks recorded");

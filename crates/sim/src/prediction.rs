@@ -53,21 +53,26 @@ pub fn predict(config: &SimConfig) -> TheoryOutput {
     } else {
         1.0 / d.sqrt()
     };
+    // Training on ground truth (the ceiling, and a trained weak model with its own lr).
+    let ground_truth = OverlapOde {
+        student: config.link.clone(),
+        label_link: config.link.clone(),
+        label_noise: config.noise,
+        geometry: Geometry {
+            label_target_overlap: 1.0,
+            label_spike_overlap: eta,
+            eta,
+            beta: beta_ft,
+        },
+        lr: config.lr,
+    };
     // The weak supervisor: (ρ, κ = θ_w·v, link, label noise).
     let (rho, kappa, weak_link, weak_noise) = match &config.weak {
         Weak::Direction { rho, link, noise } => (*rho, rho * eta, link.clone(), *noise),
         Weak::Trained { n_train, lr, noise } => {
             let ode = OverlapOde {
-                student: config.link.clone(),
-                label_link: config.link.clone(),
-                label_noise: config.noise,
-                geometry: Geometry {
-                    label_target_overlap: 1.0,
-                    label_spike_overlap: eta,
-                    eta,
-                    beta: beta_ft,
-                },
                 lr: *lr,
+                ..ground_truth.clone()
             };
             let start = [typical, typical, typical * (eta + (1.0 - eta * eta).sqrt())];
             let [m, _, s] = ode.solve(start, &[*n_train as f64 / d])[0];
@@ -112,18 +117,7 @@ pub fn predict(config: &SimConfig) -> TheoryOutput {
         },
         lr: config.lr,
     };
-    let ceiling = OverlapOde {
-        student: config.link.clone(),
-        label_link: config.link.clone(),
-        label_noise: config.noise,
-        geometry: Geometry {
-            label_target_overlap: 1.0,
-            label_spike_overlap: eta,
-            eta,
-            beta: beta_ft,
-        },
-        lr: config.lr,
-    };
+    let ceiling = ground_truth;
     let path_w2s = w2s.solve(start, &taus);
     let path_ceiling = ceiling.solve([start[0], start[0], start[2]], &taus);
     let risk = |link: &Link, m: f64, s: f64| {

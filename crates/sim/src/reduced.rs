@@ -547,14 +547,7 @@ pub fn simulate_reduced(
             pgr: pgr(risk_weak, rw, rc, 0.0),
         });
     })
-    .map_err(|source| SimError::Diverged {
-        which: if source.student == 0 {
-            "w2s student"
-        } else {
-            "ceiling student"
-        },
-        source,
-    })?;
+    .map_err(SimError::of_students)?;
     orient_even_link(config, &mut trajectory);
     Ok(RunOutput {
         summary: RunSummary {

@@ -114,29 +114,30 @@ pub fn train<const N: usize>(
             t += batch as u64;
             batches += 1;
             if batches.is_multiple_of(renormalize_every) {
-                for (j, s) in students.iter_mut().enumerate() {
-                    if !s.is_finite() || s.u.iter().any(|v| !v.is_finite()) {
-                        return Err(Diverged {
-                            student: j,
-                            sample: t,
-                            tau: t as f64 / d as f64,
-                        });
-                    }
-                    s.renormalize();
-                }
+                check_and_renormalize(students, t, d)?;
             }
         }
-        for (j, s) in students.iter_mut().enumerate() {
-            if !s.is_finite() || s.u.iter().any(|v| !v.is_finite()) {
-                return Err(Diverged {
-                    student: j,
-                    sample: t,
-                    tau: t as f64 / d as f64,
-                });
-            }
-            s.renormalize();
-        }
+        check_and_renormalize(students, t, d)?;
         observe(t, students);
+    }
+    Ok(())
+}
+
+/// Stops with the step if a student's weights are no longer finite; else renormalizes them exactly.
+fn check_and_renormalize<const N: usize>(
+    students: &mut [Student; N],
+    t: u64,
+    d: usize,
+) -> Result<(), Diverged> {
+    for (j, s) in students.iter_mut().enumerate() {
+        if !s.is_finite() || s.u.iter().any(|v| !v.is_finite()) {
+            return Err(Diverged {
+                student: j,
+                sample: t,
+                tau: t as f64 / d as f64,
+            });
+        }
+        s.renormalize();
     }
     Ok(())
 }
