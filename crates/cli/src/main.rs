@@ -37,6 +37,18 @@ enum Command {
         #[command(subcommand)]
         command: ReproduceCommand,
     },
+    /// Language-model checkpoints (Pythia / GPT-NeoX, OLMo): inspect them, extract features.
+    Lm {
+        #[command(subcommand)]
+        command: LmCommand,
+    },
+}
+
+/// `w2sg lm …`: the checkpoint lab's commands plus pre-training.
+#[derive(Subcommand)]
+enum LmCommand {
+    #[command(flatten)]
+    Lab(w2sg_lm::cli::LmCommand),
 }
 
 #[derive(Subcommand)]
@@ -242,5 +254,6 @@ fn main() -> ExitCode {
         Command::Sim {
             command: SimCommand::Theory { config, out },
         } => sim_theory(config.as_deref(), &out),
+        Command::Lm { command: LmCommand::Lab(command) } => ExitCode::from(w2sg_lm::cli::run(command)),
     }
 }

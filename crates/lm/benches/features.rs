@@ -1,0 +1,340 @@
+//! Feature-extraction throughput on a GPT-NeoX of Pythia-70m's shape, against HF transformers.
+//!
+//! `cargo bench -p w2sg-lm --bench features` writes a random-weight checkpoint of Pythia-70m's shape
+//! (6 layers, hidden 512, 8 heads, MLP 2048, vocabulary 50304, rotary 0.25, parallel residual; f32
+//! safetensors, 282 MB) and a JSONL of synthetic texts into cargo's bench scratch directory, then runs
+//! the same extraction (tokenize with the fixtures' tokenizer.json, sort by length, batches of 16 padded
+//! on the right, last layer, last-token pooling) in two child processes:
+//! - this binary with `--child` (w2sg-lm on candle), and
+//! - `benches/peers/features_hf.py` (HF `GPTNeoXModel` on PyTorch CPU, sdpa attention), if a Python
+//!   with torch and transformers is found (`W2SG_PYTHON`, else `/work/venv-lm/bin/python`, else `python3`).
+//!
+//! Both use the same thread count (`BENCH_THREADS`, default: all cores), report tokens/s after an
+//! untimed warm-up batch, and their own peak resident memory (VmHWM / ru_maxrss, so the Python number
+//! includes the interpreter and torch libraries). The features of both are compared as a sanity check
+//! at full scale. Prints a Markdown table; no assertions on timing.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use w2sg_lm::checkpoint::write_safetensors;
+use w2sg_lm::features::{extract, FeatureOptions, Pooling};
+use w2sg_lm::model::Model;
+
+const LAYERS: usize = 6;
+const HIDDEN: usize = 512;
+const HEADS: usize = 8;
+const VOCAB: usize = 50304;
+const INTER: usize = 2048;
+const BATCH: usize = 16;
+const N_TEXTS: usize = 64;
+
+/// xorshift64*: deterministic weights and texts without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform on [−a, a].
+    fn uniform(&mut self, a: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+    }
+}
+
+fn write_model(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // HF's init scale (std 0.02 ≈ uniform ±0.035); norms at 1 and 0.
+    let mut rand = |shape: &[usize]| {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.uniform(0.035)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    let zeros = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap();
+    let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
+    t.insert("gpt_neox.embed_in.weight".into(), rand(&[VOCAB, HIDDEN]));
+    t.insert("embed_out.weight".into(), rand(&[VOCAB, HIDDEN]));
+    t.insert("gpt_neox.final_layer_norm.weight".into(), ones(HIDDEN));
+    t.insert("gpt_neox.final_layer_norm.bias".into(), zeros(HIDDEN));
+    for i in 0..LAYERS {
+        let p = format!("gpt_neox.layers.{i}");
+        for ln in ["input_layernorm", "post_attention_layernorm"] {
+            t.insert(format!("{p}.{ln}.weight"), ones(HIDDEN));
+            t.insert(format!("{p}.{ln}.bias"), zeros(HIDDEN));
+        }
+        for (name, out, inp) in [
+            ("attention.query_key_value", 3 * HIDDEN, HIDDEN),
+            ("attention.dense", HIDDEN, HIDDEN),
+            ("mlp.dense_h_to_4h", INTER, HIDDEN),
+            ("mlp.dense_4h_to_h", HIDDEN, INTER),
+        ] {
+            t.insert(format!("{p}.{name}.weight"), rand(&[out, inp]));
+            t.insert(format!("{p}.{name}.bias"), rand(&[out]));
+        }
+    }
+    let list: Vec<(&str, &Tensor)> = t.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(&dir.join("model.safetensors"), &list, &meta).unwrap();
+    // Pythia-70m's hub config.json, as published.
+    let config = serde_json::json!({
+        "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+        "hidden_size": HIDDEN, "initializer_range": 0.02, "intermediate_size": INTER, "layer_norm_eps": 1e-5,
+        "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": HEADS,
+        "num_hidden_layers": LAYERS, "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false,
+        "torch_dtype": "float32", "use_cache": true, "use_parallel_residual": true, "vocab_size": VOCAB
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/neox-parallel-rot25/tokenizer.json");
+    std::fs::copy(tok, dir.join("tokenizer.json")).unwrap();
+}
+
+/// Synthetic English-like texts of varied length (about 30 to 500 tokens with the fixtures' small BPE).
+fn write_texts(path: &Path) {
+    let words = [
+        "the",
+        "strong",
+        "student",
+        "weak",
+        "supervisor",
+        "labels",
+        "pre-training",
+        "generalization",
+        "model",
+        "checkpoint",
+        "features",
+        "layer",
+        "token",
+        "attention",
+        "rotary",
+        "hidden",
+        "state",
+        "of",
+        "and",
+        "a",
+        "learns",
+        "from",
+        "beyond",
+        "its",
+        "teacher",
+        "Pythia",
+        "OLMo",
+        "2048",
+        "steps",
+        "data,",
+        "loss.",
+    ];
+    let mut rng = Rng(42);
+    let mut f = std::fs::File::create(path).unwrap();
+    for _ in 0..N_TEXTS {
+        let n = 10 + (rng.next() % 150) as usize;
+        let text: Vec<&str> = (0..n)
+            .map(|_| words[(rng.next() % words.len() as u64) as usize])
+            .collect();
+        writeln!(f, "{}", serde_json::json!({ "text": text.join(" ") })).unwrap();
+    }
+}
+
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The measured side: load, warm up, extract, save, print one JSON line.
+fn child(model_dir: &Path, texts: &Path, out: &Path) {
+    let t0 = Instant::now();
+    let model = Model::load(model_dir, DType::F32, &Device::Cpu).unwrap();
+    let tok = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let texts = w2sg_lm::cli::read_jsonl_texts(texts, "text").unwrap();
+    let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+    let max_batch_tokens = std::env::var("MAX_BATCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
+    let opts = FeatureOptions {
+        layer: -1,
+        pooling: Pooling::LastToken,
+        batch_size: BATCH,
+        max_batch_tokens,
+        max_tokens: None,
+    };
+    extract(&model, &tok, &refs[..BATCH], &opts, &mut |_| {}).unwrap(); // warm-up
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let f = extract(&model, &tok, &refs, &opts, &mut |_| {}).unwrap();
+    let (seconds, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+    w2sg_lm::output::write_npy_f32(out, &f.values).unwrap();
+    let tokens: usize = f.lengths.iter().sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "tokens": tokens,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "load_seconds": load_seconds,
+            "peak_rss_kb": peak_rss_kb()
+        })
+    );
+}
+
+fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+}
+
+fn python() -> Option<String> {
+    let candidates = [
+        std::env::var("W2SG_PYTHON").ok(),
+        Some("/work/venv-lm/bin/python".into()),
+        Some("python3".into()),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .args(["-c", "import torch, transformers, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(
+            Path::new(&args[i + 1]),
+            Path::new(&args[i + 2]),
+            Path::new(&args[i + 3]),
+        );
+        return;
+    }
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lm-bench");
+    let model_dir = work.join("pythia-70m-shape-random");
+    if !model_dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "writing a random Pythia-70m-shaped checkpoint to {}",
+            model_dir.display()
+        );
+        write_model(&model_dir);
+    }
+    let texts = work.join("texts.jsonl");
+    write_texts(&texts);
+    let threads: usize = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    let ours_out = work.join("features-w2sg.npy");
+    let exe = std::env::current_exe().unwrap();
+    let ours = run_json(
+        Command::new(&exe)
+            .arg("--child")
+            .arg(&model_dir)
+            .arg(&texts)
+            .arg(&ours_out)
+            .env("RAYON_NUM_THREADS", threads.to_string()),
+    )
+    .expect("w2sg-lm child run failed");
+
+    let peer_out = work.join("features-hf.npy");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/features_hf.py");
+    let peer = python().and_then(|py| {
+        run_json(
+            Command::new(py)
+                .arg(&script)
+                .arg(&model_dir)
+                .arg(&texts)
+                .arg(threads.to_string())
+                .arg(BATCH.to_string())
+                .arg(&peer_out),
+        )
+    });
+
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let tps = |v: &serde_json::Value| f(v, "tokens") / f(v, "seconds");
+    println!("\nFeature extraction, GPT-NeoX of Pythia-70m's shape (random weights, f32), {} texts, {} tokens, batch {BATCH}, last layer, last-token pooling, {threads} thread(s)\n",
+        N_TEXTS, f(&ours, "tokens"));
+    println!(
+        "| implementation | tokens/s | extraction s | CPU s (user+sys) | load s | peak RSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |name: &str, v: &serde_json::Value| {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            tps(v),
+            f(v, "seconds"),
+            f(v, "cpu_seconds"),
+            f(v, "load_seconds"),
+            f(v, "peak_rss_kb") / 1024.0
+        )
+    };
+    row("w2sg-lm (candle)", &ours);
+    match &peer {
+        Some(p) => {
+            row(
+                &format!(
+                    "HF transformers {} on torch {} ({})",
+                    p["transformers"].as_str().unwrap_or("?"),
+                    p["torch"].as_str().unwrap_or("?"),
+                    p["attn"].as_str().unwrap_or("?")
+                ),
+                p,
+            );
+            println!(
+                "\nratio (w2sg-lm / PyTorch): throughput {:.2}× (CPU time {:.2}×), peak memory {:.2}× (PyTorch after `import torch, transformers`: {:.0} MiB)",
+                tps(&ours) / tps(p),
+                f(&ours, "cpu_seconds") / f(p, "cpu_seconds"),
+                f(&ours, "peak_rss_kb") / f(p, "peak_rss_kb"),
+                f(p, "import_rss_kb") / 1024.0
+            );
+            let a = read_npy_f32(&ours_out);
+            let b = read_npy_f32(&peer_out);
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            println!("features agree: max |diff| / max |HF| = {:.2e}", err / scale);
+        }
+        None => println!("\n(no Python with torch + transformers found: set W2SG_PYTHON to run the PyTorch peer)"),
+    }
+}

@@ -1,0 +1,244 @@
+//! One interface over the architectures: load a checkpoint directory, run a forward pass.
+//!
+//! A forward pass takes right-padded token ids (B, T) and returns what a [`Request`] asks for: hidden
+//! states at chosen layers and/or logits. Hidden states are indexed as HF's `output_hidden_states`:
+//! index 0 is the embedding output, index i (1 ≤ i < L) the output of layer i, and index L the output
+//! of the last layer after the final norm (HF's `last_hidden_state`). A pass stops after the deepest
+//! layer it needs, so features from layer 3 of a 24-layer model cost 3 layers.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use crate::error::{LmError, Result};
+use crate::gpt_neox::GptNeoX;
+use crate::olmo::Olmo;
+use crate::olmo2::Olmo2;
+
+/// What a forward pass should return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Hidden-state indices to return (0 = embeddings … L = after the final norm).
+    pub hidden_states: Vec<usize>,
+    /// Whether to compute logits (B, T, vocab).
+    pub logits: bool,
+}
+
+impl Request {
+    /// Every hidden state, 0..=L.
+    pub fn all_hidden_states(num_layers: usize) -> Self {
+        Request {
+            hidden_states: (0..=num_layers).collect(),
+            logits: false,
+        }
+    }
+
+    /// One hidden state.
+    pub fn hidden_state(index: usize) -> Self {
+        Request {
+            hidden_states: vec![index],
+            logits: false,
+        }
+    }
+
+    /// Also compute logits.
+    pub fn with_logits(mut self) -> Self {
+        self.logits = true;
+        self
+    }
+}
+
+/// Result of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// (index, tensor (B, T, hidden)) for each requested index, in increasing index order.
+    pub hidden_states: Vec<(usize, Tensor)>,
+    /// (B, T, vocab) if requested.
+    pub logits: Option<Tensor>,
+}
+
+impl Output {
+    /// The hidden state at `index`, if it was requested.
+    pub fn hidden_state(&self, index: usize) -> Option<&Tensor> {
+        self.hidden_states
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, t)| t)
+    }
+}
+
+/// A loaded model of any supported architecture.
+#[derive(Debug, Clone)]
+pub enum Model {
+    GptNeoX(GptNeoX),
+    Olmo(Olmo),
+    Olmo2(Olmo2),
+}
+
+impl Model {
+    /// Loads `config.json` and the weights of a checkpoint directory.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let ck = Checkpoint::open(dir)?;
+        Self::from_checkpoint(&config, &ck, dtype, device)
+    }
+
+    /// Builds the model of `config` from opened weights.
+    pub fn from_checkpoint(
+        config: &ModelConfig,
+        ck: &Checkpoint,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(LmError::Input(format!(
+                "unsupported compute dtype {dtype:?} (use f32, bf16 or f16)"
+            )));
+        }
+        Ok(match config {
+            ModelConfig::GptNeoX(c) => Model::GptNeoX(GptNeoX::load(c, ck, dtype, device)?),
+            ModelConfig::Olmo(c) => Model::Olmo(Olmo::load(c, ck, dtype, device)?),
+            ModelConfig::Olmo2(c) => Model::Olmo2(Olmo2::load(c, ck, dtype, device)?),
+        })
+    }
+
+    /// Runs right-padded token ids (B, T, u32) and returns what `request` asks for.
+    pub fn forward(&self, input_ids: &Tensor, request: &Request) -> Result<Output> {
+        match self {
+            Model::GptNeoX(m) => m.forward(input_ids, request),
+            Model::Olmo(m) => m.forward(input_ids, request),
+            Model::Olmo2(m) => m.forward(input_ids, request),
+        }
+    }
+
+    /// Number of layers L (hidden states are 0..=L).
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Model::GptNeoX(m) => m.config().num_hidden_layers,
+            Model::Olmo(m) => m.config().num_hidden_layers,
+            Model::Olmo2(m) => m.config().num_hidden_layers,
+        }
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Model::GptNeoX(m) => m.config().hidden_size,
+            Model::Olmo(m) => m.config().hidden_size,
+            Model::Olmo2(m) => m.config().hidden_size,
+        }
+    }
+
+    /// Longest input the model accepts.
+    pub fn max_position_embeddings(&self) -> usize {
+        match self {
+            Model::GptNeoX(m) => m.config().max_position_embeddings,
+            Model::Olmo(m) => m.config().max_position_embeddings,
+            Model::Olmo2(m) => m.config().max_position_embeddings,
+        }
+    }
+
+    /// Compute dtype.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Model::GptNeoX(m) => m.dtype(),
+            Model::Olmo(m) => m.dtype(),
+            Model::Olmo2(m) => m.dtype(),
+        }
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &Device {
+        match self {
+            Model::GptNeoX(m) => m.device(),
+            Model::Olmo(m) => m.device(),
+            Model::Olmo2(m) => m.device(),
+        }
+    }
+}
+
+/// Checks a request against the number of layers and the token ids against the vocabulary.
+pub(crate) fn check_inputs(
+    input_ids: &Tensor,
+    request: &Request,
+    num_layers: usize,
+    vocab: usize,
+    max_positions: usize,
+) -> Result<()> {
+    if let Some(&bad) = request.hidden_states.iter().find(|&&i| i > num_layers) {
+        return Err(LmError::Input(format!(
+            "hidden state {bad} requested, but the model has {num_layers} layers (indices 0..={num_layers})"
+        )));
+    }
+    let dims = input_ids.dims();
+    if dims.len() != 2 || dims[0] == 0 || dims[1] == 0 {
+        return Err(LmError::Input(format!(
+            "input ids must have shape (batch, tokens), got {dims:?}"
+        )));
+    }
+    if dims[1] > max_positions {
+        return Err(LmError::Input(format!(
+            "{} tokens exceed the model's context of {max_positions} (truncate the input)",
+            dims[1]
+        )));
+    }
+    if input_ids.dtype() != DType::U32 {
+        return Err(LmError::Input(format!(
+            "input ids must be u32, got {:?}",
+            input_ids.dtype()
+        )));
+    }
+    let max = input_ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+    if max as usize >= vocab {
+        return Err(LmError::Input(format!(
+            "token id {max} is outside the model's vocabulary of {vocab} (tokenizer and model do not match?)"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the layer stack shared by all architectures: embeddings, layers (stopping at the deepest one
+/// needed), final norm at index L, and the output head if logits are requested.
+pub(crate) fn run_stack<L>(
+    embeddings: Tensor,
+    layers: &[L],
+    layer_forward: impl Fn(&L, &Tensor) -> Result<Tensor>,
+    final_norm: impl Fn(&Tensor) -> Result<Tensor>,
+    head: impl Fn(&Tensor) -> Result<Tensor>,
+    request: &Request,
+) -> Result<Output> {
+    let n = layers.len();
+    let deepest = if request.logits {
+        n
+    } else {
+        request.hidden_states.iter().copied().max().unwrap_or(0)
+    };
+    let mut wanted: Vec<usize> = request.hidden_states.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut hidden_states = Vec::with_capacity(wanted.len());
+    let mut x = embeddings;
+    if wanted.first() == Some(&0) {
+        hidden_states.push((0, x.clone()));
+    }
+    for (i, layer) in layers.iter().enumerate().take(deepest) {
+        x = layer_forward(layer, &x)?;
+        if i + 1 == n {
+            x = final_norm(&x)?;
+        }
+        if wanted.binary_search(&(i + 1)).is_ok() {
+            hidden_states.push((i + 1, x.clone()));
+        }
+    }
+    let logits = if request.logits {
+        Some(head(&x)?)
+    } else {
+        None
+    };
+    Ok(Output {
+        hidden_states,
+        logits,
+    })
+}

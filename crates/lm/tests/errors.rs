@@ -1,0 +1,123 @@
+//! Bad checkpoints give clear errors naming the file (and the tensor), never a panic.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use common::{copy_dir, fixtures};
+use w2sg_lm::checkpoint::{read_safetensors, write_safetensors};
+use w2sg_lm::model::Model;
+use w2sg_lm::LmError;
+
+const FIXTURE: &str = "neox-parallel-rot25";
+
+fn load(dir: &std::path::Path) -> LmError {
+    Model::load(dir, DType::F32, &Device::Cpu).expect_err("loading must fail")
+}
+
+#[test]
+fn missing_config_json_names_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    copy_dir(&fixtures().join(FIXTURE), &dir);
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let err = load(&dir);
+    assert!(matches!(err, LmError::MissingConfig { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&dir.display().to_string()) && msg.contains("config.json"),
+        "{msg}"
+    );
+    assert_eq!(err.exit_code(), 2);
+}
+
+#[test]
+fn tensor_with_wrong_shape_names_file_tensor_and_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    copy_dir(&fixtures().join(FIXTURE), &dir);
+    let path = dir.join("model.safetensors");
+    let mut tensors = read_safetensors(&path).unwrap();
+    let name = "gpt_neox.layers.1.mlp.dense_h_to_4h.weight";
+    tensors.insert(
+        name.into(),
+        Tensor::zeros((64, 32), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let list: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_safetensors(&path, &list, &BTreeMap::new()).unwrap();
+    let err = load(&dir);
+    assert!(matches!(err, LmError::ShapeMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains(name) && msg.contains("[64, 32]") && msg.contains("[128, 32]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_safetensors_names_file_and_first_missing_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    copy_dir(&fixtures().join(FIXTURE), &dir);
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = bytes.len() * 2 / 3;
+    std::fs::write(&path, &bytes[..cut]).unwrap();
+    let err = load(&dir);
+    let LmError::Truncated {
+        tensor,
+        size,
+        needed,
+        ..
+    } = &err
+    else {
+        panic!("expected Truncated, got {err:?}")
+    };
+    assert_eq!(*size as usize, cut);
+    assert!(*needed as usize > cut);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains(tensor.as_str()),
+        "{msg}"
+    );
+    assert!(msg.contains("truncated"), "{msg}");
+
+    // Cut inside the header: still an error naming the file.
+    std::fs::write(&path, &bytes[..20]).unwrap();
+    let msg = load(&dir).to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_model_type_names_config_and_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    copy_dir(&fixtures().join(FIXTURE), &dir);
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model_type"] = "mamba".into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let err = load(&dir);
+    assert!(matches!(err, LmError::UnknownModelType { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("\"mamba\""),
+        "{msg}"
+    );
+
+    // A missing required key is named too.
+    config["model_type"] = "gpt_neox".into();
+    config.as_object_mut().unwrap().remove("hidden_size");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let msg = load(&dir).to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("hidden_size"),
+        "{msg}"
+    );
+}
