@@ -49,6 +49,8 @@ enum Command {
 enum LmCommand {
     #[command(flatten)]
     Lab(w2sg_lm::cli::LmCommand),
+    /// Pre-train a small GPT-NeoX family on real text, with checkpoints on Pythia's schedule.
+    Pretrain(w2sg_lm::pretrain::cli::PretrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -255,5 +257,6 @@ fn main() -> ExitCode {
             command: SimCommand::Theory { config, out },
         } => sim_theory(config.as_deref(), &out),
         Command::Lm { command: LmCommand::Lab(command) } => ExitCode::from(w2sg_lm::cli::run(command)),
+        Command::Lm { command: LmCommand::Pretrain(args) } => ExitCode::from(w2sg_lm::pretrain::cli::run(args)),
     }
 }

@@ -36,6 +36,7 @@ pub mod model;
 pub mod olmo;
 pub mod olmo2;
 pub mod output;
+pub mod pretrain;
 pub mod revisions;
 
 pub use error::{LmError, Result};

@@ -72,6 +72,26 @@ const SUMMARY_FIELDS: &[&str] = &[
     "pgr_final",
 ];
 
+/// The three result files of a `sim` command, each written atomically.
+fn write_tables(
+    dir: &Path,
+    header: &[String],
+    rows: &[Vec<String>],
+    trajectory: &[Vec<String>],
+    doc: &Value,
+) -> Result<(), WriteError> {
+    write_atomically(&dir.join("summary.csv"), &csv_bytes(header, rows))?;
+    let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
+    write_atomically(
+        &dir.join("trajectory.csv"),
+        &csv_bytes(&traj_header, trajectory),
+    )?;
+    write_atomically(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(doc).expect("json").as_bytes(),
+    )
+}
+
 const TRAJECTORY_HEADER: &[&str] = &[
     "run",
     "seed",
@@ -191,12 +211,6 @@ pub fn write_simulation(
         }
         rows.push(row);
     }
-    write_atomically(&dir.join("summary.csv"), &csv_bytes(&header, &rows))?;
-    let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
-    write_atomically(
-        &dir.join("trajectory.csv"),
-        &csv_bytes(&traj_header, &traj_rows),
-    )?;
     let doc = json!({
         "software": format!("w2sg {}", env!("CARGO_PKG_VERSION")),
         "kind": "simulation",
@@ -205,10 +219,7 @@ pub fn write_simulation(
         "seeds": plan.seeds,
         "runs": runs_json,
     });
-    write_atomically(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
-    )
+    write_tables(dir, &header, &rows, &traj_rows, &doc)
 }
 
 /// Writes the results of `sim theory`: one row per grid point, seed empty.
@@ -256,12 +267,6 @@ pub fn write_theory(
             .collect();
         runs_json.push(json!({"run": grid, "grid": grid, "seed": null, "swept": swept, "config": point.config.raw, "summary": summary}));
     }
-    write_atomically(&dir.join("summary.csv"), &csv_bytes(&header, &rows))?;
-    let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
-    write_atomically(
-        &dir.join("trajectory.csv"),
-        &csv_bytes(&traj_header, &traj_rows),
-    )?;
     let doc = json!({
         "software": format!("w2sg {}", env!("CARGO_PKG_VERSION")),
         "kind": "theory",
@@ -269,8 +274,5 @@ pub fn write_theory(
         "swept_keys": plan.swept_keys,
         "runs": runs_json,
     });
-    write_atomically(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
-    )
+    write_tables(dir, &header, &rows, &traj_rows, &doc)
 }
