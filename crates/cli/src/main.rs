@@ -73,11 +73,19 @@ enum ReproduceCommand {
 }
 
 fn reproduce_theory(out: PathBuf, quick: bool, threads: usize, only: Vec<u8>) -> ExitCode {
-    let opts = w2sg_reproduce::Options { quick, out: out.clone(), threads, only: only.into_iter().map(usize::from).collect() };
+    let opts = w2sg_reproduce::Options {
+        quick,
+        out: out.clone(),
+        threads,
+        only: only.into_iter().map(usize::from).collect(),
+    };
     match w2sg_reproduce::theory_lab(&opts) {
         Ok(summary) => {
             let secs = summary["total_seconds"].as_f64().unwrap_or(f64::NAN);
-            eprintln!("wrote {}/report.html and summary.json in {secs:.1} s", out.display());
+            eprintln!(
+                "wrote {}/report.html and summary.json in {secs:.1} s",
+                out.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -244,7 +252,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Reproduce { command: ReproduceCommand::Theory { out, quick, threads, only } } => reproduce_theory(out, quick, threads, only),
+        Command::Reproduce {
+            command:
+                ReproduceCommand::Theory {
+                    out,
+                    quick,
+                    threads,
+                    only,
+                },
+        } => reproduce_theory(out, quick, threads, only),
         Command::Sim {
             command:
                 SimCommand::Run {
@@ -256,7 +272,11 @@ fn main() -> ExitCode {
         Command::Sim {
             command: SimCommand::Theory { config, out },
         } => sim_theory(config.as_deref(), &out),
-        Command::Lm { command: LmCommand::Lab(command) } => ExitCode::from(w2sg_lm::cli::run(command)),
-        Command::Lm { command: LmCommand::Pretrain(args) } => ExitCode::from(w2sg_lm::pretrain::cli::run(args)),
+        Command::Lm {
+            command: LmCommand::Lab(command),
+        } => ExitCode::from(w2sg_lm::cli::run(command)),
+        Command::Lm {
+            command: LmCommand::Pretrain(args),
+        } => ExitCode::from(w2sg_lm::pretrain::cli::run(args)),
     }
 }

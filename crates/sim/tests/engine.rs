@@ -204,11 +204,17 @@ fn theory_matches_simulation_across_model_variants() {
 fn trained_weak_model_overlap_matches_its_ode() {
     let (plan, runs) = simulate("engine = \"full\"\nd = 1000\nlink = \"he1\"\ninit = \"random\"\nseeds = 3\n[weak]\nn_train = 500\nlr = 0.5\n[sgd]\nlr = 0.5\ntau_max = 1.0\n", 2);
     let rho = theory(&plan, 0).summary.outcome.rho_weak;
-    assert!(rho > 0.1 && rho < 0.9, "a briefly trained weak model should be partial: rho {rho}");
+    assert!(
+        rho > 0.1 && rho < 0.9,
+        "a briefly trained weak model should be partial: rho {rho}"
+    );
     // One run's ρ_weak has sd ≈ 0.033 here (measured over 300 seeds), so judge the 3-run mean:
     // 0.05 is about 2.7 of its standard errors.
     let mean = runs.iter().map(|r| r.summary.outcome.rho_weak).sum::<f64>() / runs.len() as f64;
-    assert!((mean - rho).abs() < 0.05, "mean weak overlap {mean:.3} vs ODE {rho:.3}");
+    assert!(
+        (mean - rho).abs() < 0.05,
+        "mean weak overlap {mean:.3} vs ODE {rho:.3}"
+    );
 }
 
 #[test]
