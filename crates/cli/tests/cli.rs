@@ -163,3 +163,45 @@ fn a_diverging_run_is_reported_and_the_others_are_kept() {
     );
     assert!(rows[1].contains("diverged"), "{}", rows[1]);
 }
+
+#[test]
+fn lm_features_reads_weak_to_strong_jsonl_and_names_bad_lines() {
+    let dir = scratch("lm-features");
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../lm/tests/fixtures/neox-parallel-rot25"
+    );
+    let data = dir.join("task.jsonl");
+    std::fs::write(&data, "{\"txt\": \"hello world\", \"hard_label\": 1}\n{\"txt\": \"the quick brown fox\", \"hard_label\": 0}\n").unwrap();
+    let out = dir.join("features.safetensors");
+    let run = w2sg()
+        .args(["lm", "features", "--model", model, "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        std::fs::metadata(&out).unwrap().len() > 2 * 32 * 4,
+        "two 32-dim f32 feature rows at least"
+    );
+    std::fs::write(&data, "{\"txt\": \"fine\", \"hard_label\": 1}\nnot json\n").unwrap();
+    let run = w2sg()
+        .args(["lm", "features", "--model", model, "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.join("g.npy"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("task.jsonl:2") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

@@ -56,8 +56,8 @@ pub enum LmCommand {
         /// Output file: .safetensors (features, lengths, truncated, metadata) or .npy (+ .npy.json).
         #[arg(long)]
         out: PathBuf,
-        /// The JSON field holding the text.
-        #[arg(long, default_value = "text")]
+        /// The JSON field holding the text (`txt` in the openai/weak-to-strong format).
+        #[arg(long, default_value = "txt")]
         field: String,
         /// Hidden-state index: 0 = embeddings … L = last layer after the final norm; negative from the end.
         #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
