@@ -298,9 +298,38 @@ fn differing_keys(a: &PretrainConfig, b: &PretrainConfig) -> Vec<String> {
     out
 }
 
+/// Test-only fault-injection hook: `W2SG_TEST_ABORT_AT=<point>:<step>` makes the process die with
+/// `std::process::abort()` (no destructors, no flushing: as abrupt as a kill) at a named point, so
+/// that tests can interrupt a real `w2sg lm pretrain` child deterministically. Points:
+/// - `step:N`: right after update N (its optimizer step), before its checkpoint or log row;
+/// - `checkpoint-write:N`: checkpoint N's files fully written in its `.partial/stepN` staging
+///   directory, but not yet renamed into place (staged with the real [`save_checkpoint`] in a
+///   scratch directory, then moved to the staging path);
+/// - `checkpoint-published:N`: checkpoint N renamed into place (and older optimizer states
+///   removed), but `family.json` and `loss.csv` not yet updated.
+///
+/// Unset in normal use; never set it outside tests.
+const ABORT_ENV: &str = "W2SG_TEST_ABORT_AT";
+
+fn abort_point() -> Option<(String, u64)> {
+    let v = std::env::var(ABORT_ENV).ok()?;
+    let (point, step) = v.split_once(':')?;
+    Some((point.to_string(), step.trim().parse().ok()?))
+}
+
+fn maybe_abort(at: &Option<(String, u64)>, point: &str, step: u64) {
+    if let Some((p, s)) = at {
+        if p == point && *s == step {
+            eprintln!("{ABORT_ENV}: aborting at {point}:{step}");
+            std::process::abort();
+        }
+    }
+}
+
 /// Trains (or resumes) the run described by `config` in `out`.
 pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
+    let abort_at = abort_point();
     config.validate()?;
     std::fs::create_dir_all(out).map_err(|e| PretrainError::write(out, e))?;
     if let Some(prev) = read_run_config(out)? {
@@ -335,7 +364,7 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
                     std::fs::remove_dir_all(&d).map_err(|e| PretrainError::write(&d, e))?;
                 }
             }
-            (model, opt, state.step, state.tokens_seen, Some(state.step))
+            (model, opt, state.step, state.tokens_seen, Some(state))
         }
         None => {
             let model = TrainableGptNeoX::init(&config.gpt_neox_config()?, config.seed, device)?;
@@ -343,16 +372,36 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
             (model, opt, 0, 0, None)
         }
     };
-    let mut rows = match resumed_from {
-        Some(s) if log_path.is_file() => read_log(&log_path)?
+    let mut rows = match &resumed_from {
+        Some(state) if log_path.is_file() => read_log(&log_path)?
             .into_iter()
-            .filter(|r| r.step <= s)
+            .filter(|r| r.step <= state.step)
             .collect(),
         _ => Vec::new(),
     };
+    let num_parameters = model.num_parameters();
+    if let Some(state) = &resumed_from {
+        // A run killed after publishing checkpoint N but before logging it left no row N (and, at the last
+        // step, a stale family.json): both are rebuilt from the checkpoint's own trainer_state.json, which
+        // holds exactly what the uninterrupted run logged.
+        if !rows
+            .iter()
+            .any(|r| r.step == state.step && r.val_loss.is_some())
+        {
+            rows.retain(|r| r.step != state.step);
+            rows.push(LogRow {
+                step: state.step,
+                tokens_seen: state.tokens_seen,
+                lr: state.lr,
+                train_loss: state.train_loss,
+                val_loss: state.val_loss,
+            });
+        }
+        write_manifest(out, config, num_parameters)?;
+    }
+    let resumed_from = resumed_from.map(|state| state.step);
     write_log(&log_path, &rows)?;
     let schedule = checkpoint_steps(config.steps, config.checkpoint_every);
-    let num_parameters = model.num_parameters();
     let bar = if opts.progress {
         let b = ProgressBar::new(config.steps);
         b.set_style(
@@ -384,6 +433,26 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
             sha256: String::new(),
             adam_step: opt.step,
         };
+        if matches!(&abort_at, Some((p, s)) if p == "checkpoint-write" && *s == step) {
+            let scratch = out.join(".partial").join(".fault-injection");
+            save_checkpoint(
+                &scratch,
+                config,
+                model,
+                &tok_path,
+                Some(opt),
+                state.clone(),
+                true,
+            )?;
+            let name = super::checkpoints::revision_name(step);
+            let staged = out.join(".partial").join(&name);
+            if staged.exists() {
+                std::fs::remove_dir_all(&staged).map_err(|e| PretrainError::write(&staged, e))?;
+            }
+            std::fs::rename(scratch.join(&name), &staged)
+                .map_err(|e| PretrainError::write(&staged, e))?;
+            maybe_abort(&abort_at, "checkpoint-write", step);
+        }
         save_checkpoint(
             out,
             config,
@@ -393,6 +462,7 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
             state,
             opts.keep_optimizer_states,
         )?;
+        maybe_abort(&abort_at, "checkpoint-published", step);
         write_manifest(out, config, num_parameters)?;
         let row = LogRow {
             step,
@@ -451,6 +521,7 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
         loss_sum += loss_value as f64;
         loss_n += 1;
         bar.set_position(step);
+        maybe_abort(&abort_at, "step", step);
         let is_ckpt = schedule.binary_search(&step).is_ok();
         let is_log = config.log_every > 0 && step % config.log_every == 0;
         if is_ckpt || is_log {
