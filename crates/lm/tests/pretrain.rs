@@ -147,6 +147,37 @@ fn every_parameter_receives_a_nonzero_gradient() {
 }
 
 #[test]
+fn fused_kernels_match_the_composite_ops_in_loss_and_every_gradient() {
+    let fused = micro_model(3);
+    let composite = fused.clone().with_fused_ops(false);
+    let (x, y) = fixed_batch();
+    let (lf, lc) = (fused.loss(&x, &y).unwrap(), composite.loss(&x, &y).unwrap());
+    let (a, b) = (
+        lf.to_scalar::<f32>().unwrap(),
+        lc.to_scalar::<f32>().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "loss fused {a} vs composite {b}");
+    let (gf, gc) = (lf.backward().unwrap(), lc.backward().unwrap());
+    for p in fused.params() {
+        let t = p.var.as_tensor();
+        let (f, c) = (gf.get(t).unwrap(), gc.get(t).unwrap());
+        let scale = c
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_abs_diff(f, c);
+        assert!(
+            d <= 1e-5 + 1e-4 * scale,
+            "{}: max |Δgrad| {d} (max |grad| {scale})",
+            p.name
+        );
+    }
+}
+
+#[test]
 fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
     let model = micro_model(0);
     let (x, y) = fixed_batch();

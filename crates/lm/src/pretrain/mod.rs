@@ -16,6 +16,7 @@
 pub mod batches;
 pub mod checkpoints;
 pub mod cli;
+pub mod fused;
 pub mod model;
 pub mod optim;
 pub mod presets;

@@ -67,6 +67,8 @@ pub struct TrainableGptNeoX {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// Use the fused kernels of [`super::fused`] (CPU only; on by default there).
+    fused: bool,
 }
 
 /// Parameter indices of one layer in [`TrainableGptNeoX::params`] (fixed order, see `names`).
@@ -201,7 +203,25 @@ impl TrainableGptNeoX {
             cos,
             sin,
             device: device.clone(),
+            fused: device.is_cpu(),
         })
+    }
+
+    /// Switches the fused CPU kernels (LayerNorm, causal softmax, bias + GELU, cross-entropy; see
+    /// [`super::fused`]) on or off; off means the composite candle ops. They are on by default on the
+    /// CPU and cannot be switched on for other devices.
+    pub fn with_fused_ops(mut self, on: bool) -> Self {
+        self.fused = on && self.device.is_cpu();
+        self
+    }
+
+    fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        let eps = self.config.layer_norm_eps;
+        if self.fused {
+            super::fused::layer_norm(x, w, b, eps)
+        } else {
+            layer_norm(x, w, b, eps)
+        }
     }
 
     pub fn config(&self) -> &GptNeoXConfig {
@@ -253,8 +273,8 @@ impl TrainableGptNeoX {
         let sin = self.sin.narrow(0, 0, t)?;
         for l in 0..c.num_hidden_layers {
             let o = 1 + l * PER_LAYER;
-            let ln1 = layer_norm(&x, self.p(o), self.p(o + 1), c.layer_norm_eps)?;
-            let ln2 = layer_norm(&x, self.p(o + 2), self.p(o + 3), c.layer_norm_eps)?;
+            let ln1 = self.layer_norm(&x, self.p(o), self.p(o + 1))?;
+            let ln2 = self.layer_norm(&x, self.p(o + 2), self.p(o + 3))?;
             // Attention.
             let qkv = linear(&ln1, self.p(o + 4), Some(self.p(o + 5)))?;
             let nh = c.num_attention_heads;
@@ -266,9 +286,14 @@ impl TrainableGptNeoX {
             let q = rotary(&head(0)?, &cos, &sin, c.rotary_ndims())?;
             let k = rotary(&head(1)?, &cos, &sin, c.rotary_ndims())?;
             let v = head(2)?;
-            let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?
-                .broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let raw = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
+            let scale = 1.0 / (hd as f64).sqrt();
+            let probs = if self.fused {
+                super::fused::causal_softmax(&raw, scale)?
+            } else {
+                let scores = (raw / (hd as f64).sqrt())?.broadcast_add(&mask)?;
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            };
             let attn = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -276,13 +301,17 @@ impl TrainableGptNeoX {
                 .reshape((b * t, h))?;
             let attn = linear(&attn, self.p(o + 6), Some(self.p(o + 7)))?;
             // MLP (parallel residual: both branches read x).
-            let m = linear(&ln2, self.p(o + 8), Some(self.p(o + 9)))?.gelu_erf()?;
+            let m = if self.fused {
+                super::fused::bias_gelu(&linear(&ln2, self.p(o + 8), None)?, self.p(o + 9))?
+            } else {
+                linear(&ln2, self.p(o + 8), Some(self.p(o + 9)))?.gelu_erf()?
+            };
             let m = linear(&m, self.p(o + 10), Some(self.p(o + 11)))?;
             // HF's order of additions: mlp + attn + x.
             x = ((m + attn)? + x)?;
         }
         let n = self.params.len();
-        let x = layer_norm(&x, self.p(n - 3), self.p(n - 2), c.layer_norm_eps)?;
+        let x = self.layer_norm(&x, self.p(n - 3), self.p(n - 2))?;
         let logits = linear(&x, self.p(n - 1), None)?;
         Ok(logits.reshape((b, t, c.vocab_size))?)
     }
@@ -291,10 +320,12 @@ impl TrainableGptNeoX {
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let logits = self.forward(inputs)?;
         let (b, t, v) = logits.dims3()?;
-        Ok(candle_nn::loss::cross_entropy(
-            &logits.reshape((b * t, v))?,
-            &targets.flatten_all()?,
-        )?)
+        let (logits, targets) = (logits.reshape((b * t, v))?, targets.flatten_all()?);
+        Ok(if self.fused {
+            super::fused::cross_entropy(&logits, &targets)?
+        } else {
+            candle_nn::loss::cross_entropy(&logits, &targets)?
+        })
     }
 }
 
