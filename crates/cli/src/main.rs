@@ -37,6 +37,8 @@ enum Command {
         #[command(subcommand)]
         command: ReproduceCommand,
     },
+    /// The weak-to-strong protocol at every checkpoint of a family (resumable, shardable).
+    Sweep(w2sg_sweep::cli::SweepArgs),
     /// Language-model checkpoints (Pythia / GPT-NeoX, OLMo): inspect them, extract features.
     Lm {
         #[command(subcommand)]
@@ -272,6 +274,7 @@ fn main() -> ExitCode {
         Command::Sim {
             command: SimCommand::Theory { config, out },
         } => sim_theory(config.as_deref(), &out),
+        Command::Sweep(args) => ExitCode::from(w2sg_sweep::cli::main(args)),
         Command::Lm {
             command: LmCommand::Lab(command),
         } => ExitCode::from(w2sg_lm::cli::run(command)),

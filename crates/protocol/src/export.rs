@@ -171,6 +171,33 @@ pub fn export_csv(store: &Store, kind: Option<UnitKind>, path: impl AsRef<Path>)
     w.flush().map_err(|e| bad(&e))
 }
 
+/// A table of JSON objects (e.g. serialized result rows): one column per key (sorted), one row per
+/// object; absent keys and nulls are empty cells.
+pub fn table_from_json(objects: &[Value]) -> Table {
+    let mut columns: Vec<String> = Vec::new();
+    for o in objects {
+        if let Value::Object(m) = o {
+            for k in m.keys() {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+    }
+    columns.sort();
+    let rows = objects
+        .iter()
+        .map(|o| columns.iter().map(|c| json_cell(o.get(c))).collect())
+        .collect();
+    Table { columns, rows }
+}
+
+/// Writes a table to a Parquet file (types as in [`export_parquet`]).
+#[cfg(feature = "parquet")]
+pub fn write_parquet(t: &Table, path: impl AsRef<Path>) -> Result<()> {
+    crate::parquet_export::write(t, path.as_ref())
+}
+
 /// Writes the units of `kind` (or all) to a Parquet file: integer columns as Int64, numeric ones as
 /// Float64, everything else as UTF-8, all nullable.
 #[cfg(feature = "parquet")]

@@ -1,8 +1,10 @@
 //! Learning-rate schedule (linear warmup, cosine decay) and the checkpoint schedule.
 //!
 //! Pythia saves step 0, then 1, 2, 4, …, 512 (log-spaced), then every 1000 steps to 143000. The scaled
-//! schedule here keeps the log-spaced head (capped at the run's length) and saves every `every` steps
-//! after it, plus the last step, so a short run still has an early, dense history and a final model.
+//! schedule here is the union of the log-spaced head (capped at the run's length), every multiple of
+//! `every`, and the last step. With `every` = 1000 that is exactly Pythia's; with a smaller `every` a
+//! short run gets evenly spaced checkpoints inside the log-spaced range too, so it still has an early,
+//! dense history, enough checkpoints to locate a transition, and a final model.
 
 /// Learning rate at update `step` (0-based: the rate used to go from `step` to `step + 1`).
 ///
@@ -18,8 +20,8 @@ pub fn learning_rate(step: u64, total: u64, warmup: u64, peak: f64, min_ratio: f
     min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Checkpoint steps of a run of `total` updates: 0, 1, 2, 4, …, 512 (≤ total), then multiples of
-/// `every` above 512, then `total`. Sorted, without duplicates.
+/// Checkpoint steps of a run of `total` updates: 0, 1, 2, 4, …, 512 (≤ total), the multiples of
+/// `every` (0: none), and `total`. Sorted, without duplicates.
 pub fn checkpoint_steps(total: u64, every: u64) -> Vec<u64> {
     let mut steps = vec![0u64];
     let mut s = 1u64;
@@ -30,9 +32,7 @@ pub fn checkpoint_steps(total: u64, every: u64) -> Vec<u64> {
     if every > 0 {
         let mut k = every;
         while k <= total {
-            if k > 512 {
-                steps.push(k);
-            }
+            steps.push(k);
             k += every;
         }
     }
@@ -49,8 +49,12 @@ mod tests {
     #[test]
     fn schedule_is_pythia_like() {
         assert_eq!(
-            checkpoint_steps(1500, 500),
-            vec![0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1500]
+            checkpoint_steps(2500, 1000),
+            vec![0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 2500]
+        );
+        assert_eq!(
+            checkpoint_steps(130, 20),
+            vec![0, 1, 2, 4, 8, 16, 20, 32, 40, 60, 64, 80, 100, 120, 128, 130]
         );
         assert_eq!(checkpoint_steps(5, 100), vec![0, 1, 2, 4, 5]);
         assert_eq!(checkpoint_steps(0, 100), vec![0]);

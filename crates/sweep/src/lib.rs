@@ -1,0 +1,26 @@
+//! w2sg-sweep: the weak-to-strong protocol at every checkpoint of a language-model family.
+//!
+//! Data flows one way: a [`plan`] file → [`engine`] (resolve checkpoints and tasks, run every unit
+//! not yet in the results store: features per checkpoint, weak labels per seed, ceiling and w2s
+//! students) → the store (crates/protocol: SQLite, content-keyed, resumable, shardable, mergeable) →
+//! [`analysis`] (PGR with intervals, the phase transition) → [`outputs`] (tables, figures, the report
+//! section). [`cli`] is `w2sg sweep`.
+//!
+//! Language models come from crates/lm (any family it reads: Pythia, OLMo, w2sg's own), tasks from
+//! crates/data, probes and statistics from crates/protocol. This crate only orchestrates.
+
+pub mod analysis;
+pub mod cli;
+pub mod dataset;
+pub mod engine;
+pub mod error;
+pub mod outputs;
+pub mod plan;
+pub mod progress;
+#[doc(hidden)]
+pub mod testing;
+
+pub use analysis::{analyse, Analysis};
+pub use engine::{resolve, run, Resolved, RunOptions, RunReport};
+pub use error::{Error, Result};
+pub use plan::Plan;

@@ -1,0 +1,389 @@
+//! The sweep's files: tables (results.csv, seeds.csv, transitions.csv, results.json, and
+//! results.parquet with the `parquet` feature), figures (accuracy and PGR against pre-training step per
+//! family and task, PNG and SVG), and the sweep's section of the HTML report.
+//!
+//! Files are written to a temporary name and renamed, so a kill while writing leaves the previous
+//! version, never half a table.
+//!
+//! The step axis is logarithmic, like Pythia's checkpoint schedule. Step 0 (the random
+//! initialization) has no logarithm; it is drawn at x = 0.5 and said so in the axis label.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use w2sg_report::{palette, Axis, Figure, LineSeries, Marker, Plot, RefLine, Section};
+
+use crate::analysis::{Analysis, StepRow, Transition};
+use crate::error::{Error, Result};
+
+/// Where step 0 is drawn on the log axis.
+const STEP0_X: f64 = 0.5;
+
+fn step_x(step: u64) -> f64 {
+    if step == 0 {
+        STEP0_X
+    } else {
+        step as f64
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn csv_bytes<T: serde::Serialize>(rows: &[T]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| Error::Input {
+            what: "csv".into(),
+            problem: e.to_string(),
+        })?;
+    }
+    w.into_inner().map_err(|e| Error::Input {
+        what: "csv".into(),
+        problem: e.to_string(),
+    })
+}
+
+/// A flat row of transitions.csv.
+#[derive(serde::Serialize)]
+struct TransitionCsv<'a> {
+    family: &'a str,
+    task: &'a str,
+    loss: &'a str,
+    sustained_step: Option<u64>,
+    z: f64,
+    sigmoid_midpoint_step: Option<f64>,
+    sigmoid_midpoint_lo: Option<f64>,
+    sigmoid_midpoint_hi: Option<f64>,
+    sigmoid_width: Option<f64>,
+    sigmoid_width_lo: Option<f64>,
+    sigmoid_width_hi: Option<f64>,
+    sigmoid_lower: Option<f64>,
+    sigmoid_upper: Option<f64>,
+    sigmoid_midpoint_in_range: Option<bool>,
+    sigmoid_error: Option<&'a str>,
+}
+
+fn transition_csv(t: &Transition) -> TransitionCsv<'_> {
+    let s = t.sigmoid.as_ref();
+    TransitionCsv {
+        family: &t.family,
+        task: &t.task,
+        loss: &t.loss,
+        sustained_step: t.sustained_step,
+        z: t.z,
+        sigmoid_midpoint_step: s.map(|s| s.midpoint_step),
+        sigmoid_midpoint_lo: s.and_then(|s| s.midpoint_step_interval.map(|i| i.0)),
+        sigmoid_midpoint_hi: s.and_then(|s| s.midpoint_step_interval.map(|i| i.1)),
+        sigmoid_width: s.map(|s| s.width),
+        sigmoid_width_lo: s.and_then(|s| s.width_interval.map(|i| i.0)),
+        sigmoid_width_hi: s.and_then(|s| s.width_interval.map(|i| i.1)),
+        sigmoid_lower: s.map(|s| s.lower),
+        sigmoid_upper: s.map(|s| s.upper),
+        sigmoid_midpoint_in_range: s.map(|s| s.midpoint_in_range),
+        sigmoid_error: t.sigmoid_error.as_deref(),
+    }
+}
+
+/// The files written.
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    pub tables: Vec<PathBuf>,
+    pub figures: Vec<PathBuf>,
+}
+
+/// Writes the tables and figures of an analysis into `out`.
+pub fn write_all(analysis: &Analysis, title: &str, out: &Path) -> Result<Written> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut written = Written::default();
+    let mut table = |name: &str, bytes: Vec<u8>| -> Result<()> {
+        let p = out.join(name);
+        write_atomic(&p, &bytes)?;
+        written.tables.push(p);
+        Ok(())
+    };
+    table("results.csv", csv_bytes(&analysis.steps)?)?;
+    table("seeds.csv", csv_bytes(&analysis.seeds)?)?;
+    let trans: Vec<TransitionCsv> = analysis.transitions.iter().map(transition_csv).collect();
+    table("transitions.csv", csv_bytes(&trans)?)?;
+    let json = serde_json::to_vec_pretty(analysis).expect("analysis serializes");
+    table("results.json", json)?;
+    #[cfg(feature = "parquet")]
+    {
+        let p = out.join("results.parquet");
+        let values: Vec<serde_json::Value> = analysis
+            .steps
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("a row serializes"))
+            .collect();
+        w2sg_protocol::export::write_parquet(&w2sg_protocol::export::table_from_json(&values), &p)?;
+        written.tables.push(p);
+    }
+    let figdir = out.join("figures");
+    std::fs::create_dir_all(&figdir).map_err(|e| Error::io(&figdir, e))?;
+    for (family, task) in panels(analysis) {
+        let fig = figure(analysis, &family, &task, title);
+        let name = format!("sweep_{}_{}", slug(&family), slug(&task));
+        let saved = fig.save(&figdir, &name)?;
+        written.figures.push(saved.png);
+        written.figures.push(saved.svg);
+    }
+    Ok(written)
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The distinct (family, task) pairs, in order of appearance.
+fn panels(analysis: &Analysis) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = Vec::new();
+    for r in &analysis.steps {
+        let k = (r.family.clone(), r.task.clone());
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    }
+    v
+}
+
+fn rows_of<'a>(analysis: &'a Analysis, family: &str, task: &str, loss: &str) -> Vec<&'a StepRow> {
+    analysis
+        .steps
+        .iter()
+        .filter(|r| r.family == family && r.task == task && r.loss == loss && r.step.is_some())
+        .collect()
+}
+
+fn losses(analysis: &Analysis, family: &str, task: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for r in &analysis.steps {
+        if r.family == family && r.task == task && !v.contains(&r.loss) {
+            v.push(r.loss.clone());
+        }
+    }
+    v
+}
+
+/// Accuracy (weak, ceiling, w2s per loss) and PGR against step for one family and task.
+pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Figure {
+    let x_axis = || Axis::new("pre-training step (log; step 0 at 0.5)").log();
+    let mut acc = Plot::new(format!("Accuracy on the test set: {family}, {task}"))
+        .x_axis(x_axis())
+        .y_axis(Axis::new("test accuracy"));
+    let mut pgr_plot = Plot::new(format!(
+        "PGR = (w2s − weak)/(ceiling − weak): {family}, {task}"
+    ))
+    .x_axis(x_axis())
+    .y_axis(Axis::new("PGR (95% bootstrap interval)"))
+    .hline(RefLine::new("PGR = 0", 0.0).color(palette(7)));
+    let losses = losses(analysis, family, task);
+    let mut weak_done = false;
+    for (li, loss) in losses.iter().enumerate() {
+        let rows: Vec<&StepRow> = rows_of(analysis, family, task, loss)
+            .into_iter()
+            .filter(|r| r.acc_w2s.is_some())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let xs: Vec<f64> = rows.iter().map(|r| step_x(r.step.unwrap_or(0))).collect();
+        let get = |f: fn(&StepRow) -> Option<f64>| -> Vec<f64> {
+            rows.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect()
+        };
+        if !weak_done {
+            weak_done = true;
+            let weak = get(|r| r.acc_weak);
+            let w = weak.iter().copied().filter(|v| v.is_finite()).sum::<f64>()
+                / weak.iter().filter(|v| v.is_finite()).count().max(1) as f64;
+            acc = acc
+                .hline(RefLine::new("weak supervisor", w).color(palette(3)))
+                .line(
+                    LineSeries::from_xy("ceiling (ground truth)", &xs, &get(|r| r.acc_ceiling))
+                        .color(palette(2))
+                        .marker(Marker::Square)
+                        .band_sd(&get(|r| r.acc_ceiling_se)),
+                );
+        }
+        // Weak and ceiling take palette colours 3 and 2; the losses take the others.
+        let color = palette([0, 1, 4, 5][li % 4]);
+        acc = acc.line(
+            LineSeries::from_xy(format!("w2s ({loss})"), &xs, &get(|r| r.acc_w2s))
+                .color(color)
+                .marker(Marker::Circle)
+                .band_sd(&get(|r| r.acc_w2s_se)),
+        );
+        let pts: Vec<&StepRow> = rows.iter().copied().filter(|r| r.pgr.is_some()).collect();
+        if !pts.is_empty() {
+            let px: Vec<f64> = pts.iter().map(|r| step_x(r.step.unwrap_or(0))).collect();
+            let py: Vec<f64> = pts.iter().map(|r| r.pgr.unwrap()).collect();
+            let lo: Vec<f64> = pts.iter().map(|r| r.pgr_lo.unwrap_or(f64::NAN)).collect();
+            let hi: Vec<f64> = pts.iter().map(|r| r.pgr_hi.unwrap_or(f64::NAN)).collect();
+            pgr_plot = pgr_plot.line(
+                LineSeries::from_xy(format!("PGR ({loss})"), &px, &py)
+                    .color(color)
+                    .marker(Marker::Circle)
+                    .band(lo, hi),
+            );
+        }
+        if let Some(t) = analysis
+            .transitions
+            .iter()
+            .find(|t| t.family == family && t.task == task && &t.loss == loss)
+        {
+            if let Some(s) = t.sustained_step {
+                let line = RefLine::new(format!("w2s > weak from step {s} ({loss})"), step_x(s))
+                    .color(color)
+                    .solid();
+                acc = acc.vline(line.clone());
+                pgr_plot = pgr_plot.vline(line);
+            }
+            if let Some(fit) = t.sigmoid.as_ref().filter(|f| f.converged) {
+                let (x0, x1) = (
+                    xs.iter()
+                        .copied()
+                        .filter(|&x| x >= 1.0)
+                        .fold(f64::INFINITY, f64::min),
+                    xs.iter().copied().fold(0.0, f64::max),
+                );
+                if x0.is_finite() && x1 > x0 {
+                    let n = 60;
+                    let curve: Vec<(f64, f64)> = (0..=n)
+                        .map(|i| {
+                            let x = x0 * (x1 / x0).powf(i as f64 / n as f64);
+                            (x, w2sg_protocol::transition::sigmoid_at(fit, x))
+                        })
+                        .collect();
+                    pgr_plot = pgr_plot.line(
+                        LineSeries::new(
+                            format!(
+                                "sigmoid fit, midpoint step {:.0} ({loss})",
+                                fit.midpoint_step
+                            ),
+                            curve,
+                        )
+                        .color(color)
+                        .dashed(),
+                    );
+                }
+            }
+        }
+    }
+    Figure::grid(1, 2, vec![acc.into(), pgr_plot.into()])
+        .title(format!("{title}: weak-to-strong across pre-training"))
+}
+
+/// The sweep's section of an HTML report: per (family, task) the figure, then the transition table.
+pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Result<Section> {
+    let mut s = Section::new(format!("Checkpoint sweep: {title}"));
+    for n in notes {
+        s = s.paragraph(n.clone());
+    }
+    for (family, task) in panels(analysis) {
+        let fig = figure(analysis, &family, &task, title);
+        s = s.figure_png(
+            &fig,
+            format!(
+                "{family} on {task}. Left: test accuracy of the weak supervisor (dashed), the \
+                 ceiling (trained on ground truth) and the w2s student (trained on the weak \
+                 supervisor's labels), bands ± 1 SE over seeds. Right: PGR with its 95% bootstrap \
+                 interval over test examples and seeds; vertical lines mark the first step from which \
+                 w2s stays above weak by more than 2 SE."
+            ),
+        )?;
+    }
+    let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+    let rows: Vec<Vec<String>> = analysis
+        .transitions
+        .iter()
+        .map(|t| {
+            let s = t.sigmoid.as_ref();
+            vec![
+                t.family.clone(),
+                t.task.clone(),
+                t.loss.clone(),
+                t.sustained_step.map_or("never".into(), |s| s.to_string()),
+                fmt(s.map(|s| s.midpoint_step)),
+                s.and_then(|s| s.midpoint_step_interval)
+                    .map_or("–".into(), |(a, b)| format!("[{a:.0}, {b:.0}]")),
+                s.map_or("–".into(), |s| format!("{:.2}", s.width)),
+                s.map_or("–".into(), |s| format!("{:.2} → {:.2}", s.lower, s.upper)),
+            ]
+        })
+        .collect();
+    s = s.table(
+        [
+            "family",
+            "task",
+            "loss",
+            "w2s > weak from step",
+            "sigmoid midpoint (step)",
+            "95% interval",
+            "width (ln step)",
+            "PGR plateaus",
+        ],
+        rows,
+    );
+    let last: Vec<Vec<String>> = panels(analysis)
+        .iter()
+        .flat_map(|(f, t)| {
+            losses(analysis, f, t).into_iter().filter_map(move |l| {
+                rows_of(analysis, f, t, &l)
+                    .into_iter()
+                    .rev()
+                    .find(|r| r.acc_w2s.is_some())
+                    .cloned()
+            })
+        })
+        .map(|r| {
+            let p = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.3}", v));
+            vec![
+                r.family.clone(),
+                r.task.clone(),
+                r.loss.clone(),
+                r.revision.clone(),
+                p(r.acc_weak),
+                p(r.acc_w2s),
+                p(r.acc_ceiling),
+                match (r.pgr, r.pgr_lo, r.pgr_hi) {
+                    (Some(v), Some(a), Some(b)) => format!("{v:.2} [{a:.2}, {b:.2}]"),
+                    (Some(v), _, _) => format!("{v:.2}"),
+                    _ => "undefined".into(),
+                },
+                r.n_test.to_string(),
+            ]
+        })
+        .collect();
+    s = s.table(
+        [
+            "family",
+            "task",
+            "loss",
+            "last checkpoint",
+            "weak",
+            "w2s",
+            "ceiling",
+            "PGR [95%]",
+            "test examples (all seeds)",
+        ],
+        last,
+    );
+    Ok(s)
+}

@@ -1,0 +1,600 @@
+//! The plan file: what a sweep measures, read once and validated at the boundary.
+//!
+//! ```toml
+//! name = "tiny-vader"                  # used in titles and file names
+//! seeds = [0, 1, 2]                    # each seed: its own split, weak model and students
+//! losses = ["xent", "logconf"]         # w2s students; "xent", "logconf", "product"
+//!
+//! [[family]]                           # one or more strong families
+//! name = "tiny"                        # optional; default: the directory name
+//! path = "out/family/tiny"             # family directory, hub-cache repo directory, or ORG/NAME
+//! revisions = "all"                    # "all", ["step0", "step512"], or { every = 2 }
+//!
+//! [weak]
+//! model = "out/family/weak@step1000"   # PATH, PATH@REVISION, ORG/NAME@REVISION
+//!
+//! [[task]]
+//! builtin = "vader-movies"             # or: jsonl = "data/task.jsonl"
+//! margin = 0.5                         # VADER: drop snippets with |mean valence| below this
+//! balance = false                      # subsample the larger class to the smaller one's size
+//! max_examples = 0                     # 0: all; else a seeded subsample of this many
+//!
+//! [split]                              # fractions of each task: weak trains on A, students on B
+//! weak = 0.4
+//! strong = 0.4
+//! test = 0.2
+//!
+//! [features]                           # one feature matrix per (checkpoint, task)
+//! layer = -1                           # hidden-state index: 0 embeddings … -1 the last layer
+//! pooling = "mean"                     # "mean" or "last"
+//! max_tokens = 128
+//!
+//! [probe]                              # the L-BFGS logistic probe: weak model, ceiling, xent student
+//! l2 = 1e-3
+//!
+//! [train]                              # mini-batch Adam for the logconf and product students
+//! epochs = 10
+//!
+//! [logconf]                            # aux_coef, warmup_frac, ramp, window
+//! [product]                            # alpha, beta
+//! [pgr]                                # bootstrap, level, min_gap_se
+//! [transition]                         # z, and the sigmoid fit's model/bootstrap/level
+//! ```
+//!
+//! Every section but `[[family]]`, `[weak]` and `[[task]]` has defaults. Unknown keys are errors naming
+//! the file and the key: a typo must never silently run a different sweep. Relative paths are relative
+//! to the plan file's directory, so a plan and its data travel together.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use w2sg_protocol::{LogconfConfig, PgrConfig, ProbeParams, ProductConfig, SigmoidConfig};
+
+use crate::error::{Error, Result};
+
+/// A whole sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    #[serde(default = "default_losses")]
+    pub losses: Vec<String>,
+    #[serde(rename = "family")]
+    pub families: Vec<FamilyPlan>,
+    pub weak: WeakPlan,
+    #[serde(rename = "task")]
+    pub tasks: Vec<TaskPlan>,
+    #[serde(default)]
+    pub split: SplitPlan,
+    #[serde(default)]
+    pub features: FeaturePlan,
+    #[serde(default)]
+    pub probe: ProbeParams,
+    #[serde(default)]
+    pub train: TrainPlan,
+    #[serde(default)]
+    pub logconf: LogconfConfig,
+    #[serde(default)]
+    pub product: ProductConfig,
+    #[serde(default)]
+    pub pgr: PgrConfig,
+    #[serde(default)]
+    pub transition: TransitionPlan,
+}
+
+fn default_name() -> String {
+    "sweep".into()
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_losses() -> Vec<String> {
+    vec!["xent".into()]
+}
+
+/// The loss names a plan may list.
+pub const LOSSES: &[&str] = &["xent", "logconf", "product"];
+
+/// One strong family and which of its revisions to sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyPlan {
+    /// Label in results and plots (default: the last path component).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A family directory (one sub-directory per revision), a hub-cache repository directory, or an
+    /// `ORG/NAME` repository in the hub cache.
+    pub path: String,
+    #[serde(default)]
+    pub revisions: Revisions,
+    /// Compute dtype: "f32" (default) or "bf16".
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+/// Which revisions of a family.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Revisions {
+    /// `"all"`: every revision with a step number (unnumbered branches such as `main` duplicate a
+    /// stepped one in published families; list them explicitly to include them).
+    All(String),
+    /// These revisions, by name.
+    List(Vec<String>),
+    /// Every n-th of the stepped revisions in training order, always including the last.
+    Every { every: usize },
+}
+
+impl Default for Revisions {
+    fn default() -> Self {
+        Revisions::All("all".into())
+    }
+}
+
+/// The weak supervisor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeakPlan {
+    /// `PATH`, `PATH@REVISION` or `ORG/NAME@REVISION`.
+    pub model: String,
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+/// One classification task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPlan {
+    /// A built-in task: `vader-movies`, `vader-amazon`, `vader-tweets`, `vader-nyt`, `spam-assassin`.
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// A JSONL file of `{"txt": ..., "hard_label": 0|1}` lines.
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
+    /// Label in results (default: the built-in name or the file stem).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// VADER only: snippets with |mean valence| below this are dropped.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    #[serde(default)]
+    pub balance: bool,
+    /// 0: all examples; otherwise a seeded subsample of this many (after balancing).
+    #[serde(default)]
+    pub max_examples: usize,
+    /// Seed of the balancing and subsampling (fixed per task, so features are shared by all seeds).
+    #[serde(default)]
+    pub data_seed: u64,
+}
+
+fn default_margin() -> f64 {
+    0.5
+}
+
+/// Fractions of a task for the weak model's training set (A), the students' (B) and the test set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitPlan {
+    pub weak: f64,
+    pub strong: f64,
+    pub test: f64,
+}
+
+impl Default for SplitPlan {
+    fn default() -> Self {
+        SplitPlan {
+            weak: 0.4,
+            strong: 0.4,
+            test: 0.2,
+        }
+    }
+}
+
+/// How a checkpoint turns text into a feature vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturePlan {
+    pub layer: i64,
+    /// "mean" or "last".
+    pub pooling: String,
+    /// Truncation length (0: the model's context).
+    pub max_tokens: usize,
+    /// Sequences per forward pass (speed only; results do not depend on it).
+    #[serde(skip_serializing)]
+    pub batch_size: usize,
+}
+
+impl Default for FeaturePlan {
+    fn default() -> Self {
+        FeaturePlan {
+            layer: -1,
+            pooling: "mean".into(),
+            max_tokens: 0,
+            batch_size: 32,
+        }
+    }
+}
+
+/// Mini-batch Adam settings for the students trained with logconf or product.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainPlan {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// L2 penalty (default: the probe's).
+    pub l2: Option<f64>,
+}
+
+impl Default for TrainPlan {
+    fn default() -> Self {
+        TrainPlan {
+            epochs: 10,
+            batch_size: 32,
+            lr: 1e-2,
+            l2: None,
+        }
+    }
+}
+
+/// Phase-transition settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransitionPlan {
+    /// W2SG "appears" at the first step from which w2s beats weak by more than z standard errors.
+    pub z: f64,
+    pub sigmoid: SigmoidConfig,
+}
+
+impl Default for TransitionPlan {
+    fn default() -> Self {
+        TransitionPlan {
+            z: 2.0,
+            sigmoid: SigmoidConfig::default(),
+        }
+    }
+}
+
+impl Plan {
+    /// Reads and validates a plan file; relative paths are resolved against its directory.
+    pub fn from_file(path: &Path) -> Result<Plan> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Plan {
+            path: path.to_path_buf(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Plan::from_toml(&text, base).map_err(|problem| Error::Plan {
+            path: path.to_path_buf(),
+            problem,
+        })
+    }
+
+    /// Parses and validates plan text; `base` resolves relative paths. Errors are messages naming the
+    /// key.
+    pub fn from_toml(text: &str, base: &Path) -> std::result::Result<Plan, String> {
+        let mut plan: Plan = toml::from_str(text).map_err(|e| e.to_string())?;
+        plan.resolve_paths(base);
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &str| -> String {
+            let path = Path::new(p);
+            // ORG/NAME ids (hub cache) stay as they are unless a directory of that name exists here.
+            let head = p.rsplit_once('@').map_or(p, |(h, _)| h);
+            if path.is_absolute() || (w2sg_lm::hub::is_repo_id(head) && !base.join(head).exists()) {
+                p.to_string()
+            } else {
+                base.join(p).to_string_lossy().into_owned()
+            }
+        };
+        for f in &mut self.families {
+            f.path = resolve(&f.path);
+        }
+        self.weak.model = resolve(&self.weak.model);
+        for t in &mut self.tasks {
+            if let Some(j) = &t.jsonl {
+                if j.is_relative() {
+                    t.jsonl = Some(base.join(j));
+                }
+            }
+        }
+    }
+
+    /// Checks every value that can be checked without reading models or data.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.families.is_empty() {
+            return Err("no [[family]]: name at least one strong family".into());
+        }
+        if self.tasks.is_empty() {
+            return Err("no [[task]]: name at least one task".into());
+        }
+        if self.seeds.is_empty() {
+            return Err("`seeds` is empty".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.seeds {
+            if !seen.insert(s) {
+                return Err(format!("`seeds` lists {s} twice"));
+            }
+        }
+        if self.losses.is_empty() {
+            return Err("`losses` is empty".into());
+        }
+        for l in &self.losses {
+            if !LOSSES.contains(&l.as_str()) {
+                return Err(format!(
+                    "`losses`: unknown loss \"{l}\" (known: {})",
+                    LOSSES.join(", ")
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for f in &self.families {
+            if let Revisions::All(s) = &f.revisions {
+                if s != "all" {
+                    return Err(format!(
+                        "family `{}`: `revisions` must be \"all\", a list of names or {{ every = N }}, not \"{s}\"",
+                        f.path
+                    ));
+                }
+            }
+            if let Revisions::Every { every: 0 } = f.revisions {
+                return Err(format!(
+                    "family `{}`: `revisions.every` must be at least 1",
+                    f.path
+                ));
+            }
+            if let Revisions::List(l) = &f.revisions {
+                if l.is_empty() {
+                    return Err(format!("family `{}`: `revisions` is an empty list", f.path));
+                }
+            }
+            check_dtype(&f.dtype, "family.dtype")?;
+            if !names.insert(self.family_name(f)) {
+                return Err(format!(
+                    "two families are named `{}`: give them distinct `name`s",
+                    self.family_name(f)
+                ));
+            }
+        }
+        check_dtype(&self.weak.dtype, "weak.dtype")?;
+        let mut task_names = std::collections::BTreeSet::new();
+        for t in &self.tasks {
+            match (&t.builtin, &t.jsonl) {
+                (Some(_), Some(_)) => {
+                    return Err("a [[task]] has both `builtin` and `jsonl`: choose one".into())
+                }
+                (None, None) => {
+                    return Err("a [[task]] needs `builtin = \"...\"` or `jsonl = \"path\"`".into())
+                }
+                (Some(b), None) if !BUILTIN_TASKS.contains(&b.as_str()) => {
+                    return Err(format!(
+                        "task.builtin: unknown task \"{b}\" (known: {})",
+                        BUILTIN_TASKS.join(", ")
+                    ))
+                }
+                _ => {}
+            }
+            if !(t.margin.is_finite() && t.margin >= 0.0) {
+                return Err(format!("task.margin: {} is not ≥ 0", t.margin));
+            }
+            if !task_names.insert(t.label()) {
+                return Err(format!(
+                    "two tasks are named `{}`: give them distinct `name`s",
+                    t.label()
+                ));
+            }
+        }
+        let s = &self.split;
+        for (k, v) in [
+            ("split.weak", s.weak),
+            ("split.strong", s.strong),
+            ("split.test", s.test),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                return Err(format!("{k}: {v} is not in (0, 1)"));
+            }
+        }
+        if (s.weak + s.strong + s.test - 1.0).abs() > 1e-9 {
+            return Err(format!(
+                "split: weak + strong + test = {} must be 1",
+                s.weak + s.strong + s.test
+            ));
+        }
+        if !matches!(self.features.pooling.as_str(), "mean" | "last") {
+            return Err(format!(
+                "features.pooling: \"{}\" is not \"mean\" or \"last\"",
+                self.features.pooling
+            ));
+        }
+        if self.features.batch_size == 0 {
+            return Err("features.batch_size must be at least 1".into());
+        }
+        self.probe.check().map_err(|e| e.to_string())?;
+        for loss in &self.losses {
+            if loss != "xent" {
+                self.train_params(loss, 0)
+                    .check()
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.pgr.validate().map_err(|e| e.to_string())?;
+        if !(self.transition.z.is_finite() && self.transition.z > 0.0) {
+            return Err(format!("transition.z: {} is not > 0", self.transition.z));
+        }
+        Ok(())
+    }
+
+    /// The label of a family.
+    pub fn family_name(&self, f: &FamilyPlan) -> String {
+        f.name.clone().unwrap_or_else(|| {
+            Path::new(&f.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| f.path.clone())
+        })
+    }
+
+    /// Mini-batch settings of a student trained with `loss` (not xent, which uses the L-BFGS probe).
+    pub fn train_params(&self, loss: &str, seed: u64) -> w2sg_protocol::TrainParams {
+        let loss = match loss {
+            "logconf" => w2sg_protocol::Loss::Logconf(self.logconf.clone()),
+            "product" => w2sg_protocol::Loss::Product(self.product.clone()),
+            _ => w2sg_protocol::Loss::Xent,
+        };
+        w2sg_protocol::TrainParams::default()
+            .loss(loss)
+            .l2(self.train.l2.unwrap_or(self.probe.l2))
+            .epochs(self.train.epochs)
+            .batch_size(self.train.batch_size)
+            .lr(self.train.lr)
+            .seed(seed)
+    }
+}
+
+fn check_dtype(d: &str, key: &str) -> std::result::Result<(), String> {
+    match d {
+        "f32" | "bf16" | "f16" => Ok(()),
+        _ => Err(format!("{key}: \"{d}\" is not f32, bf16 or f16")),
+    }
+}
+
+/// Names of the built-in tasks.
+pub const BUILTIN_TASKS: &[&str] = &[
+    "vader-movies",
+    "vader-amazon",
+    "vader-tweets",
+    "vader-nyt",
+    "spam-assassin",
+];
+
+impl TaskPlan {
+    /// The task's label in results.
+    pub fn label(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match (&self.builtin, &self.jsonl) {
+            (Some(b), _) => b.clone(),
+            (None, Some(p)) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "jsonl".into()),
+            (None, None) => "task".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[family]]
+        path = "/fam/tiny"
+        [weak]
+        model = "/fam/weak@step300"
+        [[task]]
+        builtin = "vader-movies"
+    "#;
+
+    #[test]
+    fn a_minimal_plan_gets_the_defaults() {
+        let p = Plan::from_toml(MINIMAL, Path::new("/x")).unwrap();
+        assert_eq!(p.seeds, vec![0]);
+        assert_eq!(p.losses, vec!["xent"]);
+        assert_eq!(p.families[0].revisions, Revisions::All("all".into()));
+        assert_eq!(p.family_name(&p.families[0]), "tiny");
+        assert_eq!(p.split, SplitPlan::default());
+        assert_eq!(p.tasks[0].label(), "vader-movies");
+    }
+
+    #[test]
+    fn revisions_take_three_forms() {
+        for (text, want) in [
+            ("\"all\"", Revisions::All("all".into())),
+            (
+                "[\"step0\", \"step8\"]",
+                Revisions::List(vec!["step0".into(), "step8".into()]),
+            ),
+            ("{ every = 3 }", Revisions::Every { every: 3 }),
+        ] {
+            let t = MINIMAL.replace(
+                "path = \"/fam/tiny\"",
+                &format!("path = \"/fam/tiny\"\nrevisions = {text}"),
+            );
+            assert_eq!(
+                Plan::from_toml(&t, Path::new("/")).unwrap().families[0].revisions,
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (edit, needle) in [
+            ("seeds = []\n", "`seeds` is empty"),
+            ("seeds = [1, 1]\n", "lists 1 twice"),
+            ("losses = [\"hinge\"]\n", "unknown loss \"hinge\""),
+            ("colour = 3\n", "unknown field `colour`"),
+            ("[split]\nweak = 0.5\n", "must be 1"),
+            ("[features]\npooling = \"max\"\n", "features.pooling"),
+            ("[probe]\nl2 = -1.0\n", "probe.l2"),
+            ("[pgr]\nlevel = 2.0\n", "pgr.level"),
+            ("[train]\nepochs = 0\nbatch_size = 4\n", "train.epochs"),
+        ] {
+            // Top-level keys must come before the tables.
+            let text = if edit.starts_with('[') {
+                format!("{MINIMAL}\n{edit}")
+            } else {
+                format!("{edit}{MINIMAL}")
+            };
+            let text = if edit.contains("epochs") {
+                text.replacen("[[family]]", "losses = [\"logconf\"]\n[[family]]", 1)
+            } else {
+                text
+            };
+            let err = Plan::from_toml(&text, Path::new("/")).unwrap_err();
+            assert!(err.contains(needle), "{edit:?}: {err}");
+        }
+        let err = Plan::from_toml(
+            &MINIMAL.replace("builtin = \"vader-movies\"", "builtin = \"imdb\""),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown task \"imdb\""), "{err}");
+        let err = Plan::from_toml(
+            &MINIMAL.replace(
+                "path = \"/fam/tiny\"",
+                "path = \"/fam/tiny\"\nrevisions = \"some\"",
+            ),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(err.contains("must be \"all\""), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_plan_file() {
+        let text = MINIMAL
+            .replace("/fam/tiny", "families/own/tiny")
+            .replace("builtin = \"vader-movies\"", "jsonl = \"t.jsonl\"");
+        let p = Plan::from_toml(&text, Path::new("/plans")).unwrap();
+        assert_eq!(p.families[0].path, "/plans/families/own/tiny");
+        assert_eq!(
+            p.tasks[0].jsonl.as_deref(),
+            Some(Path::new("/plans/t.jsonl"))
+        );
+        assert_eq!(p.tasks[0].label(), "t");
+    }
+}

@@ -1,0 +1,175 @@
+//! Test support: a micro GPT-NeoX family pre-trained in seconds on a synthetic corpus, a weaker micro
+//! model, a synthetic task and a plan that ties them together, so sweep tests (and the kill tests of
+//! the CLI) run end to end without network or shared data.
+//!
+//! The corpus mixes sentences about the sea and about the land; the task asks which of the two a
+//! sentence is about, so features of a trained checkpoint carry the answer and those of step 0 less.
+
+use std::path::{Path, PathBuf};
+
+use w2sg_data::corpus::Document;
+use w2sg_lm::pretrain::presets::PretrainConfig;
+use w2sg_lm::pretrain::train::{pretrain, RunOptions};
+
+const SEA: &[&str] = &[
+    "whale", "sea", "ship", "captain", "ocean", "harpoon", "sail", "wave", "deck", "crew",
+];
+const LAND: &[&str] = &[
+    "king", "nation", "law", "crown", "congress", "union", "state", "people", "court", "field",
+];
+const GLUE: &[&str] = &[
+    "the", "and", "of", "to", "in", "a", "is", "that", "with", "for", "great", "white", "old",
+];
+
+/// SplitMix64, so the fixture is the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+        v[(self.next() % v.len() as u64) as usize]
+    }
+}
+
+/// A sentence about the sea (`sea = true`) or the land: mostly topic words, some glue, and a few
+/// words of the other topic so that the task is not trivial.
+fn sentence(rng: &mut Rng, sea: bool) -> String {
+    let n = 4 + (rng.next() % 6) as usize;
+    let words: Vec<&str> = (0..n)
+        .map(|_| match rng.next() % 10 {
+            0..=4 => rng.pick(if sea { SEA } else { LAND }),
+            5 => rng.pick(if sea { LAND } else { SEA }),
+            _ => rng.pick(GLUE),
+        })
+        .collect();
+    words.join(" ")
+}
+
+fn corpus() -> Vec<Document> {
+    let mut rng = Rng(7);
+    (0..8)
+        .map(|d| {
+            let mut text = String::new();
+            for _ in 0..40 {
+                let sea = rng.next() % 2 == 0;
+                for _ in 0..4 {
+                    text.push_str(&sentence(&mut rng, sea));
+                    text.push_str(". ");
+                }
+                text.push_str("\n\n");
+            }
+            Document {
+                source: "synthetic".into(),
+                name: format!("doc{d}"),
+                text,
+            }
+        })
+        .collect()
+}
+
+fn micro_config(hidden: usize, layers: usize, steps: u64, every: u64) -> PretrainConfig {
+    let text = format!(
+        "preset = \"tiny\"\nvocab_size = 300\ntokenizer_train_bytes = 0\nvalidation_fraction = 0.1\n\
+         steps = {steps}\nbatch_size = 4\nwarmup_steps = 2\nlr = 3e-3\ncheckpoint_every = {every}\n\
+         eval_tokens = 128\nlog_every = 4\n[model]\nhidden_size = {hidden}\nnum_layers = {layers}\n\
+         num_heads = {}\nintermediate_size = {}\ncontext = 32\nrotary_pct = 0.25\nrope_theta = 10000.0\n",
+        hidden / 8,
+        hidden * 2
+    );
+    PretrainConfig::from_toml_str(&text).expect("the micro config is valid")
+}
+
+/// Trains a micro family into `out` (checkpoints 0, 1, 2, 4, 8, 12, 16, 24 for the strong one).
+pub fn train_family(out: &Path, strong: bool) {
+    let config = if strong {
+        micro_config(32, 2, 24, 4)
+    } else {
+        micro_config(16, 1, 8, 100)
+    };
+    let opts = RunOptions {
+        progress: false,
+        documents: Some(corpus()),
+        plot: false,
+        ..RunOptions::default()
+    };
+    pretrain(&config, out, &opts).expect("micro pre-training runs");
+}
+
+/// Writes the synthetic task: `n` sentences, label 1 = about the sea.
+pub fn write_task(path: &Path, n: usize) {
+    let mut rng = Rng(99);
+    let mut text = String::new();
+    for _ in 0..n {
+        let sea = rng.next() % 2 == 0;
+        let line =
+            serde_json::json!({ "txt": sentence(&mut rng, sea), "hard_label": u8::from(sea) });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).expect("task file written");
+}
+
+/// A ready fixture: families, task and plan under one directory.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub plan: PathBuf,
+    pub strong: PathBuf,
+    pub weak: PathBuf,
+    pub task: PathBuf,
+}
+
+/// The plan text of the fixture (relative paths: the plan sits in the fixture directory).
+pub const PLAN: &str = r#"
+name = "micro"
+seeds = [0, 1]
+losses = ["xent", "logconf"]
+
+[[family]]
+path = "strong"
+
+[weak]
+model = "weak@step8"
+
+[[task]]
+jsonl = "task.jsonl"
+
+[features]
+pooling = "mean"
+batch_size = 16
+
+[train]
+epochs = 3
+
+[pgr]
+bootstrap = 200
+
+[transition.sigmoid]
+bootstrap = 20
+"#;
+
+/// Builds the fixture in `dir` (a few seconds).
+pub fn fixture(dir: &Path) -> Fixture {
+    std::fs::create_dir_all(dir).expect("fixture directory");
+    let strong = dir.join("strong");
+    let weak = dir.join("weak");
+    train_family(&strong, true);
+    train_family(&weak, false);
+    let task = dir.join("task.jsonl");
+    write_task(&task, 240);
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, PLAN).expect("plan written");
+    Fixture {
+        dir: dir.to_path_buf(),
+        plan,
+        strong,
+        weak,
+        task,
+    }
+}

@@ -1,0 +1,264 @@
+//! End-to-end sweeps on the micro fixture (crates/sweep/src/testing.rs): results, resume, shards and
+//! merge, a corrupt checkpoint, bad task files and bad plans.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use w2sg_protocol::{RunPolicy, ShardSpec, Store};
+use w2sg_sweep::cli::run_command;
+use w2sg_sweep::testing::{fixture, Fixture};
+use w2sg_sweep::{Error, RunOptions};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("w2sg-sweep-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn shared_fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| fixture(&scratch("fixture")))
+}
+
+/// A private copy of the fixture (families, task, plan) for tests that change files.
+fn copy_fixture(name: &str) -> Fixture {
+    let f = shared_fixture();
+    let dir = scratch(name);
+    copy_dir(&f.dir, &dir);
+    Fixture {
+        plan: dir.join("plan.toml"),
+        strong: dir.join("strong"),
+        weak: dir.join("weak"),
+        task: dir.join("task.jsonl"),
+        dir,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn opts(shard: ShardSpec) -> RunOptions {
+    RunOptions {
+        shard,
+        policy: RunPolicy::default(),
+        progress: false,
+    }
+}
+
+fn digest(db: &Path) -> String {
+    Store::open(db).unwrap().digest().unwrap()
+}
+
+fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(row: &std::collections::HashMap<String, String>, k: &str) -> Option<f64> {
+    row.get(k).and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_sweep_writes_results_and_a_rerun_does_nothing() {
+    let f = shared_fixture();
+    let out = scratch("full");
+    let first = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    // 9 checkpoints (0, 1, 2, 4, 8, …, 24) × (features + 2 seeds × (ceiling + 2 losses)) + weak features + 2 weak labels,
+    // less one features unit: none of the strong family's checkpoints is the weak model.
+    assert_eq!(first.checkpoints, 9);
+    assert_eq!(first.units_done, 9 * (1 + 2 * 3) + 1 + 2);
+    assert_eq!(first.units_failed, 0);
+    let before = digest(&out.join("results.sqlite"));
+    let csv_before = std::fs::read(out.join("results.csv")).unwrap();
+
+    let second = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(second.units_done, 0, "a finished sweep runs nothing again");
+    assert_eq!(digest(&out.join("results.sqlite")), before);
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), csv_before);
+
+    let rows = read_csv(&out.join("results.csv"));
+    assert_eq!(rows.len(), 9 * 2);
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r:?}");
+        assert_eq!(r["n_seeds"], "2");
+        // The row's PGR is the ratio of its own mean accuracies (ratio of means over seeds).
+        let (w, s, c) = (
+            num(r, "acc_weak").unwrap(),
+            num(r, "acc_w2s").unwrap(),
+            num(r, "acc_ceiling").unwrap(),
+        );
+        if let Some(p) = num(r, "pgr") {
+            assert!((p - (s - w) / (c - w)).abs() < 1e-9, "{r:?}");
+            let (lo, hi) = (num(r, "pgr_lo").unwrap(), num(r, "pgr_hi").unwrap());
+            assert!(lo <= hi, "{r:?}");
+        }
+    }
+    // Pre-training helps on the topic task: the final checkpoint's ceiling beats step 0's.
+    let ceiling = |rev: &str| {
+        rows.iter()
+            .find(|r| r["revision"] == rev && r["loss"] == "xent")
+            .and_then(|r| num(r, "acc_ceiling"))
+            .unwrap()
+    };
+    assert!(
+        ceiling("step24") > 0.75,
+        "final ceiling {}",
+        ceiling("step24")
+    );
+    // The weak supervisor is the same model on every row.
+    let weak: Vec<f64> = rows.iter().map(|r| num(r, "acc_weak").unwrap()).collect();
+    assert!(weak.iter().all(|&w| w == weak[0]));
+
+    for name in [
+        "seeds.csv",
+        "transitions.csv",
+        "results.json",
+        "units.csv",
+        "failures.csv",
+    ] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+    assert_eq!(read_csv(&out.join("seeds.csv")).len(), 9 * 2 * 2);
+    assert_eq!(read_csv(&out.join("transitions.csv")).len(), 2);
+    let figs: Vec<_> = std::fs::read_dir(out.join("figures")).unwrap().collect();
+    assert_eq!(figs.len(), 2, "one figure, PNG and SVG");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Checkpoint sweep: micro") && html.contains("<img"));
+}
+
+#[test]
+fn shards_merged_equal_the_unsharded_run() {
+    let f = shared_fixture();
+    let whole = scratch("whole");
+    run_command(&f.plan, &whole, &opts(ShardSpec::all())).unwrap();
+    let sharded = scratch("sharded");
+    let mut checkpoints = 0;
+    for i in 0..3 {
+        let r = run_command(&f.plan, &sharded, &opts(ShardSpec::new(i, 3).unwrap())).unwrap();
+        checkpoints += r.checkpoints;
+        assert!(
+            !sharded.join("results.csv").exists(),
+            "a shard writes only its database"
+        );
+    }
+    assert_eq!(checkpoints, 9, "every checkpoint in exactly one shard");
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            sharded
+                .join("shards")
+                .join(format!("shard-{i}-of-3.sqlite"))
+        })
+        .collect();
+    let dest = sharded.join("results.sqlite");
+    w2sg_protocol::store::merge(&dest, &shards).unwrap();
+    assert_eq!(digest(&dest), digest(&whole.join("results.sqlite")));
+    // Merging again changes nothing.
+    w2sg_protocol::store::merge(&dest, &shards).unwrap();
+    assert_eq!(digest(&dest), digest(&whole.join("results.sqlite")));
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_recorded_as_failed_and_the_sweep_goes_on() {
+    let f = copy_fixture("corrupt");
+    let weights = f.strong.join("step8").join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
+    let out = f.dir.join("out");
+    let err = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
+    assert!(matches!(err, Error::UnitsFailed(1)), "{err}");
+    assert_eq!(err.exit_code(), 1);
+    let rows = read_csv(&out.join("results.csv"));
+    for r in &rows {
+        if r["revision"] == "step8" {
+            assert_eq!(r["status"], "failed");
+            assert!(r["error"].contains("model.safetensors"), "{}", r["error"]);
+        } else {
+            assert_eq!(r["status"], "ok", "{r:?}");
+        }
+    }
+    let failures = read_csv(&out.join("failures.csv"));
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["kind"], "features");
+    // A rerun does not retry it (exit 1 again, nothing run) ...
+    let again = run_command(&f.plan, &out, &opts(ShardSpec::all()));
+    assert!(matches!(again, Err(Error::UnitsFailed(1))));
+    // ... and repairing the file gives new content, so its units run under their new key.
+    std::fs::write(&weights, &good).unwrap();
+    let fixed = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(fixed.units_done, 1 + 2 * 3);
+    let rows = read_csv(&out.join("results.csv"));
+    assert!(rows.iter().all(|r| r["status"] == "ok"));
+}
+
+#[test]
+fn malformed_task_lines_are_reported_with_line_numbers() {
+    let f = copy_fixture("badtask");
+    let text = std::fs::read_to_string(&f.task).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[2] = "{\"txt\": \"no label\"}".into();
+    lines[6] = "not json".into();
+    std::fs::write(&f.task, lines.join("\n")).unwrap();
+    let out = f.dir.join("out");
+    let err = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("task.jsonl, line 3") && msg.contains("hard_label"),
+        "{msg}"
+    );
+    assert!(msg.contains("7"), "the other bad line is listed: {msg}");
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        !out.join("results.sqlite").exists(),
+        "nothing runs on bad input"
+    );
+}
+
+#[test]
+fn bad_plans_are_errors_naming_the_file_and_the_problem() {
+    let f = copy_fixture("badplan");
+    let cases = [
+        (
+            w2sg_sweep::testing::PLAN.replace(
+                "path = \"strong\"",
+                "path = \"strong\"\nrevisions = [\"step999\"]",
+            ),
+            "no revision `step999`",
+        ),
+        (
+            w2sg_sweep::testing::PLAN.replace("weak@step8", "weak@step5"),
+            "step5",
+        ),
+        (
+            w2sg_sweep::testing::PLAN.replace("seeds = [0, 1]", "seeds = [0, 1]\nsedes = 2"),
+            "unknown field `sedes`",
+        ),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&f.plan, text).unwrap();
+        let err = run_command(&f.plan, &f.dir.join("out"), &opts(ShardSpec::all())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(needle), "{msg}");
+        assert_eq!(err.exit_code(), 2, "{msg}");
+    }
+}
