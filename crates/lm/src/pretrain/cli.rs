@@ -64,6 +64,7 @@ fn build_config(args: &PretrainArgs) -> Result<PretrainConfig> {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: PretrainArgs) -> u8 {
+    super::serial_candle_elementwise();
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

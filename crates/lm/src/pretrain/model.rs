@@ -2,10 +2,15 @@
 //!
 //! The inference model in [`crate::gpt_neox`] uses fused kernels and candle ops that have no backward
 //! pass (a custom layer-norm kernel, `rope`, `softmax_last_dim`, a fused linear op), so gradients would
-//! silently stop there. This file re-implements the same forward pass from composite ops only (matmul,
-//! broadcast arithmetic, `exp`, `max`, `sum`, `gelu_erf`, `index_select`), every one of which has a
-//! backward pass in candle 0.11; `tests/pretrain.rs` checks that every parameter receives a non-zero
-//! gradient, which is what catches a fused op slipping in.
+//! silently stop there. This file re-implements the same forward pass twice: from composite ops only
+//! (matmul, broadcast arithmetic, `exp`, `max`, `sum`, `gelu_erf`, `index_select`), every one of which
+//! has a backward pass in candle 0.11, and, on the CPU by default, from the fused kernels of
+//! [`super::fused`] and [`super::attention`], which are candle custom ops with hand-written backward
+//! passes (per layer: two LayerNorms, QKV projection + rotary + causal attention, the dense
+//! projection, up-projection + GELU, down-projection, the residual sum; then the final LayerNorm and
+//! the output head fused with the cross-entropy). `tests/pretrain.rs` checks that every parameter
+//! receives a non-zero gradient, which is what catches a forward-only op slipping in, and that both
+//! paths agree in the loss and every gradient.
 //!
 //! Parameters are candle [`Var`]s named exactly as HF `GPTNeoXForCausalLM` names them
 //! (`gpt_neox.layers.{i}.attention.query_key_value.weight`, `embed_out.weight`, …), so a checkpoint is
@@ -207,9 +212,9 @@ impl TrainableGptNeoX {
         })
     }
 
-    /// Switches the fused CPU kernels (LayerNorm, causal softmax, bias + GELU, cross-entropy; see
-    /// [`super::fused`]) on or off; off means the composite candle ops. They are on by default on the
-    /// CPU and cannot be switched on for other devices.
+    /// Switches the fused CPU kernels (see [`super::fused`] and [`super::attention`]) on or off; off
+    /// means the composite candle ops. They are on by default on the CPU and cannot be switched on
+    /// for other devices.
     pub fn with_fused_ops(mut self, on: bool) -> Self {
         self.fused = on && self.device.is_cpu();
         self
@@ -255,6 +260,19 @@ impl TrainableGptNeoX {
 
     /// Logits (B, T, vocab) for token ids (B, T), through autograd-capable ops only.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let x = self.hidden(input_ids)?;
+        let w = self.p(self.params.len() - 1);
+        let logits = if self.fused {
+            super::fused::linear(&x, w, None)?
+        } else {
+            linear(&x, w, None)?
+        };
+        Ok(logits.reshape((b, t, self.config.vocab_size))?)
+    }
+
+    /// Final hidden states (B·T, H), after the final LayerNorm.
+    fn hidden(&self, input_ids: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (b, t) = input_ids.dims2()?;
         if t > c.max_position_embeddings {
@@ -275,10 +293,22 @@ impl TrainableGptNeoX {
             let o = 1 + l * PER_LAYER;
             let ln1 = self.layer_norm(&x, self.p(o), self.p(o + 1))?;
             let ln2 = self.layer_norm(&x, self.p(o + 2), self.p(o + 3))?;
-            // Attention.
-            let qkv = linear(&ln1, self.p(o + 4), Some(self.p(o + 5)))?;
             let nh = c.num_attention_heads;
             let hd = c.head_dim();
+            if self.fused {
+                use super::fused::{add3, linear, linear_gelu};
+                let (wq, bq) = (self.p(o + 4), self.p(o + 5));
+                let attn = super::attention::qkv_causal_attention(
+                    &ln1, wq, bq, &self.cos, &self.sin, nh, t,
+                )?;
+                let attn = linear(&attn, self.p(o + 6), Some(self.p(o + 7)))?;
+                let m = linear_gelu(&ln2, self.p(o + 8), self.p(o + 9))?;
+                let m = linear(&m, self.p(o + 10), Some(self.p(o + 11)))?;
+                x = add3(&m, &attn, &x)?;
+                continue;
+            }
+            // Attention.
+            let qkv = linear(&ln1, self.p(o + 4), Some(self.p(o + 5)))?;
             let qkv = qkv.reshape((b, t, nh, 3 * hd))?;
             let head = |i: usize| -> candle_core::Result<Tensor> {
                 qkv.narrow(3, i * hd, hd)?.transpose(1, 2)?.contiguous()
@@ -287,13 +317,8 @@ impl TrainableGptNeoX {
             let k = rotary(&head(1)?, &cos, &sin, c.rotary_ndims())?;
             let v = head(2)?;
             let raw = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
-            let scale = 1.0 / (hd as f64).sqrt();
-            let probs = if self.fused {
-                super::fused::causal_softmax(&raw, scale)?
-            } else {
-                let scores = (raw / (hd as f64).sqrt())?.broadcast_add(&mask)?;
-                candle_nn::ops::softmax(&scores, D::Minus1)?
-            };
+            let scores = (raw / (hd as f64).sqrt())?.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
             let attn = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -301,31 +326,29 @@ impl TrainableGptNeoX {
                 .reshape((b * t, h))?;
             let attn = linear(&attn, self.p(o + 6), Some(self.p(o + 7)))?;
             // MLP (parallel residual: both branches read x).
-            let m = if self.fused {
-                super::fused::bias_gelu(&linear(&ln2, self.p(o + 8), None)?, self.p(o + 9))?
-            } else {
-                linear(&ln2, self.p(o + 8), Some(self.p(o + 9)))?.gelu_erf()?
-            };
+            let m = linear(&ln2, self.p(o + 8), Some(self.p(o + 9)))?.gelu_erf()?;
             let m = linear(&m, self.p(o + 10), Some(self.p(o + 11)))?;
             // HF's order of additions: mlp + attn + x.
             x = ((m + attn)? + x)?;
         }
         let n = self.params.len();
-        let x = self.layer_norm(&x, self.p(n - 3), self.p(n - 2))?;
-        let logits = linear(&x, self.p(n - 1), None)?;
-        Ok(logits.reshape((b, t, c.vocab_size))?)
+        Ok(self.layer_norm(&x, self.p(n - 3), self.p(n - 2))?)
     }
 
     /// Mean next-token cross-entropy of `targets` (B, T) given `inputs` (B, T).
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let targets = targets.flatten_all()?;
+        if self.fused {
+            let x = self.hidden(inputs)?;
+            let w = self.p(self.params.len() - 1);
+            return Ok(super::fused::head_cross_entropy(&x, w, &targets)?);
+        }
         let logits = self.forward(inputs)?;
         let (b, t, v) = logits.dims3()?;
-        let (logits, targets) = (logits.reshape((b * t, v))?, targets.flatten_all()?);
-        Ok(if self.fused {
-            super::fused::cross_entropy(&logits, &targets)?
-        } else {
-            candle_nn::loss::cross_entropy(&logits, &targets)?
-        })
+        Ok(candle_nn::loss::cross_entropy(
+            &logits.reshape((b * t, v))?,
+            &targets,
+        )?)
     }
 }
 
@@ -382,7 +405,12 @@ fn rotary_tables(c: &GptNeoXConfig, device: &Device) -> candle_core::Result<(Ten
 }
 
 /// Rotary embedding on the first `rd` channels of x (B, H, T, hd): `x·cos + rotate_half(x)·sin`.
-fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, rd: usize) -> candle_core::Result<Tensor> {
+pub(crate) fn rotary(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    rd: usize,
+) -> candle_core::Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
     let xr = x.narrow(D::Minus1, 0, rd)?;
     let half = rd / 2;

@@ -6,13 +6,17 @@
 //! `decay` flag of each [`Param`]), as in GPT-NeoX training.
 //!
 //! The state (both moments and the step count) is a list of named tensors plus one integer, written
-//! next to a checkpoint so that a resumed run continues bit for bit. Every operation here is an
-//! element-wise candle op or a sequential reduction, so the update is deterministic on the CPU.
+//! next to a checkpoint so that a resumed run continues bit for bit. On the CPU (f32) the update of
+//! each parameter is one pass over weight, gradient and moments (a dozen candle element-wise ops
+//! otherwise, each allocating a tensor), with the same f32 operations in the same order as the
+//! candle-op version used on other devices; the gradient norm is summed in fixed-size blocks in a
+//! fixed order. Both are deterministic whatever the thread count.
 
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::model::Param;
 use super::{PretrainError, Result};
@@ -65,6 +69,10 @@ impl AdamW {
         let mut total = 0f64;
         for p in params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
+                if let Some(s) = with_cpu_f32(g, sum_of_squares) {
+                    total += s;
+                    continue;
+                }
                 total += g
                     .sqr()?
                     .sum_all()?
@@ -92,6 +100,22 @@ impl AdamW {
             let g = grads.get(p.var.as_tensor()).ok_or_else(|| {
                 PretrainError::Config(format!("parameter `{}` received no gradient", p.name))
             })?;
+            let h = Hyper {
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                decay: if p.decay { c.weight_decay } else { 0.0 },
+                lr,
+                bc1,
+                bc2,
+                grad_scale,
+            };
+            if let Some((w, m, v)) = self.update_cpu(i, p, g, &h)? {
+                p.var.set(&w)?;
+                self.m[i] = m;
+                self.v[i] = v;
+                continue;
+            }
             let g = if grad_scale != 1.0 {
                 (g * grad_scale)?
             } else {
@@ -110,6 +134,74 @@ impl AdamW {
             self.v[i] = v;
         }
         Ok(())
+    }
+
+    /// The fused CPU update of parameter `i`: new (weight, m, v), or `None` where the tensors are not
+    /// contiguous f32 CPU tensors (then the candle-op path runs).
+    fn update_cpu(
+        &self,
+        i: usize,
+        p: &Param,
+        g: &Tensor,
+        h: &Hyper,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let w = p.var.as_tensor();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = g.storage_and_layout();
+        let (ms, ml) = self.m[i].storage_and_layout();
+        let (vs, vl) = self.v[i].storage_and_layout();
+        let (Some(wv), Some(gv), Some(mv), Some(vv)) = (
+            cpu_f32(&ws, wl),
+            cpu_f32(&gs, gl),
+            cpu_f32(&ms, ml),
+            cpu_f32(&vs, vl),
+        ) else {
+            return Ok(None);
+        };
+        let n = wv.len();
+        if gv.len() != n || mv.len() != n || vv.len() != n {
+            return Ok(None);
+        }
+        let (mut w2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        // The constants exactly as candle's ops round them (f64 → f32 per op), and each scaling as
+        // candle's affine computes it (`x·mul + add`, here `+ 0.0`), so both paths give the same bits.
+        let scale = h.grad_scale as f32;
+        let wd = (1.0 - h.lr * h.decay) as f32;
+        let (b1, b1c) = (h.beta1 as f32, (1.0 - h.beta1) as f32);
+        let (b2, b2c) = (h.beta2 as f32, (1.0 - h.beta2) as f32);
+        let inv_sqrt_bc2 = (1.0 / h.bc2.sqrt()) as f32;
+        let eps = h.eps as f32;
+        let step = (h.lr / h.bc1) as f32;
+        const CHUNK: usize = 16 * 1024;
+        w2.par_chunks_mut(CHUNK)
+            .zip(m2.par_chunks_mut(CHUNK))
+            .zip(v2.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, ((w2, m2), v2))| {
+                let o = c * CHUNK;
+                for j in 0..w2.len() {
+                    let mut g = gv[o + j];
+                    if h.grad_scale != 1.0 {
+                        g = g * scale + 0.0;
+                    }
+                    let mut w = wv[o + j];
+                    if h.decay != 0.0 {
+                        w = w * wd + 0.0;
+                    }
+                    let m = (mv[o + j] * b1 + 0.0) + (g * b1c + 0.0);
+                    let v = (vv[o + j] * b2 + 0.0) + ((g * g) * b2c + 0.0);
+                    let denom = (v.sqrt() * inv_sqrt_bc2 + 0.0) + eps;
+                    w2[j] = w - ((m / denom) * step + 0.0);
+                    m2[j] = m;
+                    v2[j] = v;
+                }
+            });
+        let (dev, shape) = (w.device(), w.shape());
+        Ok(Some((
+            Tensor::from_vec(w2, shape, dev)?,
+            Tensor::from_vec(m2, shape, dev)?,
+            Tensor::from_vec(v2, shape, dev)?,
+        )))
     }
 
     /// The moments as named tensors (`m.NAME`, `v.NAME`) for saving.
@@ -150,4 +242,42 @@ impl AdamW {
         }
         Ok(AdamW { config, step, m, v })
     }
+}
+
+/// The scalars of one AdamW update of one parameter.
+struct Hyper {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// Weight decay of this parameter (0 for vectors).
+    decay: f64,
+    lr: f64,
+    bc1: f64,
+    bc2: f64,
+    grad_scale: f64,
+}
+
+fn cpu_f32<'a>(s: &'a Storage, l: &candle_core::Layout) -> Option<&'a [f32]> {
+    match s {
+        Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+            let (a, b) = l.contiguous_offsets()?;
+            Some(&v[a..b])
+        }
+        _ => None,
+    }
+}
+
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (s, l) = t.storage_and_layout();
+    cpu_f32(&s, l).map(f)
+}
+
+/// Σ x² in f64, over blocks of a fixed size summed in order: the same bits for every thread count.
+fn sum_of_squares(x: &[f32]) -> f64 {
+    const BLOCK: usize = 16 * 1024;
+    let partial: Vec<f64> = x
+        .par_chunks(BLOCK)
+        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+        .collect();
+    partial.iter().sum()
 }
