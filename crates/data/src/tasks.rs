@@ -4,6 +4,11 @@
 //!   valence, 0 for negative; snippets with |valence| below a margin are dropped as ambiguous.
 //! - SpamAssassin: label = 1 for spam, 0 for ham; the text is the message body (headers dropped: they
 //!   give the answer away through server names and dates).
+//! - Word order: sentences from the paragraphs a pre-training corpus holds out for validation, half of
+//!   them with their words shuffled (label 1 = the original order). Lower-cased, with sentence-final
+//!   punctuation removed, so that only the order of the same words tells the two apart: a bag of words
+//!   (and so a randomly initialized model's mean-pooled features) is at chance, and what a model learns
+//!   about English in pre-training is the only way to solve it.
 //! - JSONL in the format of openai/weak-to-strong: one `{"txt": ..., "hard_label": 0|1}` per line. Every
 //!   malformed line is reported with its line number; nothing is silently skipped.
 
@@ -177,6 +182,106 @@ pub fn message_body(raw: &str) -> &str {
     .trim()
 }
 
+/// The word-order task on the validation paragraphs of `docs` (as [`crate::corpus::split`] with
+/// `validation_fraction` and seed 0 holds them out, which is what `w2sg lm pretrain` does), using
+/// sentences of `min_words..=max_words` words. Deterministic: whether a sentence is shuffled and how
+/// depend only on its text.
+pub fn word_order(
+    docs: &[crate::corpus::Document],
+    validation_fraction: f64,
+    min_words: usize,
+    max_words: usize,
+) -> Task {
+    let held_out = crate::corpus::split(docs, validation_fraction, 0, &[]).validation;
+    let mut examples = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for paragraph in &held_out {
+        for sentence in sentences(paragraph) {
+            let words: Vec<String> = sentence
+                .split_whitespace()
+                .map(|w| w.to_lowercase())
+                .collect();
+            if words.len() < min_words || words.len() > max_words {
+                continue;
+            }
+            let text = words.join(" ");
+            if !seen.insert(text.clone()) {
+                continue;
+            }
+            let mut rng = SplitMix64(fnv1a(text.as_bytes()));
+            if rng.next() % 2 == 0 {
+                examples.push(Example { text, label: 1 });
+            } else {
+                let mut shuffled = words.clone();
+                for i in (1..shuffled.len()).rev() {
+                    let j = (rng.next() % (i as u64 + 1)) as usize;
+                    shuffled.swap(i, j);
+                }
+                if shuffled == words {
+                    shuffled.rotate_left(1);
+                }
+                examples.push(Example {
+                    text: shuffled.join(" "),
+                    label: 0,
+                });
+            }
+        }
+    }
+    Task {
+        name: "word-order".into(),
+        examples,
+    }
+}
+
+/// Sentences of a paragraph: split after `.`, `!` or `?` followed by whitespace, with the final
+/// punctuation and surrounding quotes removed.
+fn sentences(paragraph: &str) -> Vec<String> {
+    let flat: String = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let chars: Vec<char> = flat.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        current.push(c);
+        let end = matches!(c, '.' | '!' | '?') && chars.get(i + 1).is_none_or(|n| *n == ' ');
+        if end {
+            out.push(clean_sentence(&current));
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(clean_sentence(&current));
+    }
+    out
+}
+
+fn clean_sentence(s: &str) -> String {
+    s.trim()
+        .trim_end_matches(['.', '!', '?', '"', '\'', ' '])
+        .trim_start_matches(['"', '\'', ' '])
+        .to_string()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// SplitMix64: a fixed, dependency-free generator for the shuffles.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
 /// A JSONL task file. All malformed lines are reported (line numbers), not skipped.
 pub fn jsonl(path: &Path) -> Result<Task, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
@@ -284,6 +389,39 @@ mod tests {
             err.contains("t.txt, line 1") && err.contains("abc"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn word_order_shuffles_about_half_and_keeps_the_words() {
+        let text: String = (0..400)
+            .map(|i| {
+                format!(
+                    "The old ship number {i} sailed to the white sea at dawn. A short one.\n\n"
+                )
+            })
+            .collect();
+        let docs = vec![crate::corpus::Document {
+            source: "t".into(),
+            name: "t".into(),
+            text,
+        }];
+        let task = word_order(&docs, 0.5, 5, 30);
+        let n = task.examples.len();
+        assert!((150..250).contains(&n), "{n} sentences held out");
+        let kept = task.positives();
+        assert!(kept > n / 4 && kept < 3 * n / 4, "{kept} of {n} kept in order");
+        for e in &task.examples {
+            let mut words: Vec<&str> = e.text.split(' ').collect();
+            assert!(!e.text.contains('.') && e.text == e.text.to_lowercase());
+            if e.label == 1 {
+                assert!(e.text.starts_with("the old ship number"), "{}", e.text);
+            } else {
+                assert!(!e.text.starts_with("the old ship number sailed"), "{}", e.text);
+                words.sort_unstable();
+                assert_eq!(words.len(), 12);
+            }
+        }
+        assert_eq!(word_order(&docs, 0.5, 5, 30), task, "deterministic");
     }
 
     #[test]

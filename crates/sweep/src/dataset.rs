@@ -43,6 +43,10 @@ impl Dataset {
     pub fn load(plan: &TaskPlan, archives: &ArchiveStore) -> Result<Dataset> {
         let task = match (&plan.builtin, &plan.jsonl) {
             (Some(b), _) if b == "spam-assassin" => tasks::spam_assassin(archives)?,
+            (Some(b), _) if b == "word-order" => {
+                let docs = w2sg_data::corpus::default_corpus(archives)?;
+                tasks::word_order(&docs, plan.validation_fraction, 8, 30)
+            }
             (Some(b), _) => {
                 let set = VaderSet::parse(b).ok_or_else(|| Error::Input {
                     what: "task".into(),
@@ -215,6 +219,7 @@ mod tests {
             balance: false,
             max_examples: 0,
             data_seed: 0,
+            validation_fraction: 0.01,
         }
     }
 

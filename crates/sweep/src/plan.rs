@@ -14,7 +14,7 @@
 //! model = "out/family/weak@step1000"   # PATH, PATH@REVISION, ORG/NAME@REVISION
 //!
 //! [[task]]
-//! builtin = "vader-movies"             # or: jsonl = "data/task.jsonl"
+//! builtin = "vader-movies"             # or "word-order", "spam-assassin", …; or jsonl = "task.jsonl"
 //! margin = 0.5                         # VADER: drop snippets with |mean valence| below this
 //! balance = false                      # subsample the larger class to the smaller one's size
 //! max_examples = 0                     # 0: all; else a seeded subsample of this many
@@ -153,7 +153,8 @@ pub struct WeakPlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskPlan {
-    /// A built-in task: `vader-movies`, `vader-amazon`, `vader-tweets`, `vader-nyt`, `spam-assassin`.
+    /// A built-in task: `word-order` (held-out sentences of the default corpus, half shuffled),
+    /// `vader-movies`, `vader-amazon`, `vader-tweets`, `vader-nyt`, `spam-assassin`.
     #[serde(default)]
     pub builtin: Option<String>,
     /// A JSONL file of `{"txt": ..., "hard_label": 0|1}` lines.
@@ -173,6 +174,14 @@ pub struct TaskPlan {
     /// Seed of the balancing and subsampling (fixed per task, so features are shared by all seeds).
     #[serde(default)]
     pub data_seed: u64,
+    /// word-order only: the validation fraction the family was pre-trained with (its sentences come
+    /// from the paragraphs held out at that fraction, so the model never trained on them).
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+}
+
+fn default_validation_fraction() -> f64 {
+    0.01
 }
 
 fn default_margin() -> f64 {
@@ -385,6 +394,12 @@ impl Plan {
                 }
                 _ => {}
             }
+            if !(t.validation_fraction > 0.0 && t.validation_fraction < 1.0) {
+                return Err(format!(
+                    "task.validation_fraction: {} is not in (0, 1)",
+                    t.validation_fraction
+                ));
+            }
             if !(t.margin.is_finite() && t.margin >= 0.0) {
                 return Err(format!("task.margin: {} is not ≥ 0", t.margin));
             }
@@ -471,6 +486,7 @@ fn check_dtype(d: &str, key: &str) -> std::result::Result<(), String> {
 
 /// Names of the built-in tasks.
 pub const BUILTIN_TASKS: &[&str] = &[
+    "word-order",
     "vader-movies",
     "vader-amazon",
     "vader-tweets",
