@@ -1,7 +1,12 @@
-//! w2sg-reproduce: one command per lab that reproduces the paper's findings with figures and a report.
+//! w2sg-reproduce: one command per lab that reproduces the paper's findings with figures and a report,
+//! and one for both.
 //!
-//! [`theory_lab`] runs the single-index reproduction: six figures, each made from sweeps whose config
-//! texts are printed in the report, each with the CSV behind it and headline numbers in `summary.json`.
+//! - [`theory_lab`] runs the single-index reproduction: seven figures, each made from sweeps whose
+//!   config texts are printed in the report, each with the CSV behind it and headline numbers in
+//!   `summary.json`.
+//! - [`lm_lab::lm_lab`] pre-trains (or reuses) w2sg's own GPT-NeoX families and sweeps the
+//!   weak-to-strong protocol over every checkpoint.
+//! - [`both_labs`] runs the two into `theory/` and `lm/` and joins their reports into one.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,6 +15,7 @@ use serde_json::{json, Value};
 use w2sg_report::{Figure, Report, Section};
 
 pub mod figures;
+pub mod lm_lab;
 pub mod runner;
 
 use runner::Table;
@@ -25,6 +31,13 @@ pub enum ReproError {
     Write { path: PathBuf, reason: String },
     #[error("figure: {0}")]
     Figure(#[from] w2sg_report::ReportError),
+}
+
+/// What a lab's reproduction produced: its headline numbers and its report sections (also saved as
+/// the lab's own report.html).
+pub struct LabOutcome {
+    pub summary: Value,
+    pub sections: Vec<Section>,
 }
 
 /// How to run a reproduction.
@@ -65,8 +78,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ReproError> {
 }
 
 /// The theory-lab reproduction: writes `figN_*.{png,svg,csv}`, `report.html` and `summary.json` to
-/// `opts.out` and returns the summary.
-pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
+/// `opts.out` and returns the summary and the report's sections.
+pub fn theory_lab(opts: &Options) -> Result<LabOutcome, ReproError> {
     std::fs::create_dir_all(&opts.out).map_err(|e| ReproError::Write {
         path: opts.out.clone(),
         reason: e.to_string(),
@@ -116,11 +129,9 @@ pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
             .as_bytes(),
     )?;
 
-    let mut report = Report::new(
-        "w2sg: the blessing of pre-training in weak-to-strong generalization (theory lab)",
-    );
-    report.push(
-        Section::new("About this report")
+    let mut sections = Vec::new();
+    sections.push(
+        Section::new("Theory lab: about these figures")
             .paragraph(format!(
                 "Reproduction of the synthetic findings of arXiv 2605.05710 with {version}, {mode} mode, in {total:.1} s \
                  of wall time. Model and notation: shared/conventions.md. {reduced_runs} simulated runs used the reduced \
@@ -144,8 +155,71 @@ pub fn theory_lab(opts: &Options) -> Result<Value, ReproError> {
                 .paragraph(format!("Config `{name}`:"))
                 .pre(text.clone());
         }
-        report.push(section);
+        sections.push(section);
+    }
+    let mut report = Report::new(
+        "w2sg: the blessing of pre-training in weak-to-strong generalization (theory lab)",
+    );
+    for s in &sections {
+        report.push(s.clone());
     }
     report.save(opts.out.join("report.html"))?;
+    Ok(LabOutcome { summary, sections })
+}
+
+/// Both labs: the theory reproduction into `out/theory`, the checkpoint lab into `out/lm`, and one
+/// `out/report.html` and `out/summary.json` for the two.
+pub fn both_labs(
+    quick: bool,
+    out: &Path,
+    threads: usize,
+    progress: bool,
+) -> Result<Value, ReproError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(out).map_err(|e| ReproError::Write {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    eprintln!("== theory lab → {}", out.join("theory").display());
+    let theory = theory_lab(&Options {
+        quick,
+        out: out.join("theory"),
+        threads,
+        only: Vec::new(),
+    })?;
+    eprintln!("== checkpoint lab → {}", out.join("lm").display());
+    let lm = lm_lab::lm_lab(&lm_lab::LmOptions {
+        quick,
+        out: out.join("lm"),
+        progress,
+    })?;
+    let total = started.elapsed().as_secs_f64();
+    let mode = if quick { "quick" } else { "full" };
+    let summary = json!({
+        "software": format!("w2sg {}", env!("CARGO_PKG_VERSION")),
+        "mode": mode,
+        "total_seconds": total,
+        "theory": theory.summary,
+        "lm": lm.summary,
+    });
+    write(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    let mut report =
+        Report::new("w2sg: the blessing of pre-training in weak-to-strong generalization");
+    report.push(Section::new("About this report").paragraph(format!(
+        "Both halves of arXiv 2605.05710, reproduced by w2sg {} in {mode} mode in {total:.0} s of \
+         wall time: the theory lab (single-index model, spectral pre-training, online SGD on weak \
+         labels, with the d → ∞ theory) and the checkpoint lab (w2sg's own GPT-NeoX families, the \
+         weak-to-strong protocol at every checkpoint). Each lab's files are in theory/ and lm/.",
+        env!("CARGO_PKG_VERSION")
+    )));
+    for s in theory.sections.into_iter().chain(lm.sections) {
+        report.push(s);
+    }
+    report.save(out.join("report.html"))?;
     Ok(summary)
 }

@@ -18,7 +18,8 @@ fn quick_run() -> &'static (PathBuf, Value) {
             threads: 0,
             only: vec![],
         })
-        .expect("quick reproduction runs");
+        .expect("quick reproduction runs")
+        .summary;
         (out, summary)
     })
 }
