@@ -205,3 +205,48 @@ fn lm_features_reads_weak_to_strong_jsonl_and_names_bad_lines() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sweep_bad_input_exits_2_naming_the_file() {
+    let dir = scratch("sweep-bad");
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, "seeds = [0]\nlosses = [\"hinge\"]\n").unwrap();
+    let out = w2sg()
+        .args(["sweep"])
+        .arg(&plan)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("plan.toml") && stderr.contains("family"),
+        "{stderr}"
+    );
+
+    let out = w2sg().args(["sweep"]).arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "missing --out");
+    let out = w2sg()
+        .args(["sweep", "--shard", "3/2"])
+        .arg(&plan)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("3/2"), "{stderr}");
+
+    let missing = dir.join("missing.toml");
+    let out = w2sg()
+        .args(["sweep"])
+        .arg(&missing)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+}

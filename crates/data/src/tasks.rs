@@ -395,9 +395,7 @@ mod tests {
     fn word_order_shuffles_about_half_and_keeps_the_words() {
         let text: String = (0..400)
             .map(|i| {
-                format!(
-                    "The old ship number {i} sailed to the white sea at dawn. A short one.\n\n"
-                )
+                format!("The old ship number {i} sailed to the white sea at dawn. A short one.\n\n")
             })
             .collect();
         let docs = vec![crate::corpus::Document {
@@ -409,14 +407,21 @@ mod tests {
         let n = task.examples.len();
         assert!((150..250).contains(&n), "{n} sentences held out");
         let kept = task.positives();
-        assert!(kept > n / 4 && kept < 3 * n / 4, "{kept} of {n} kept in order");
+        assert!(
+            kept > n / 4 && kept < 3 * n / 4,
+            "{kept} of {n} kept in order"
+        );
         for e in &task.examples {
             let mut words: Vec<&str> = e.text.split(' ').collect();
             assert!(!e.text.contains('.') && e.text == e.text.to_lowercase());
             if e.label == 1 {
                 assert!(e.text.starts_with("the old ship number"), "{}", e.text);
             } else {
-                assert!(!e.text.starts_with("the old ship number sailed"), "{}", e.text);
+                assert!(
+                    !e.text.starts_with("the old ship number sailed"),
+                    "{}",
+                    e.text
+                );
                 words.sort_unstable();
                 assert_eq!(words.len(), 12);
             }

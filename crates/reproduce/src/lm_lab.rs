@@ -40,44 +40,52 @@ pub struct LmSetup {
     pub plan: String,
 }
 
-/// The built-in setup. Quick: a 4 × 128 strong model pre-trained for 1,200 steps of 16 × 128 tokens
-/// with a checkpoint every 40 steps (41 checkpoints), a 2 × 64 weak model, VADER movie snippets.
-/// Full: the `small` preset (6 × 256) for 4,000 steps, two tasks, three seeds.
+/// Step of the weak family whose checkpoint is the weak supervisor.
+pub const WEAK_STEP: u64 = 32;
+
+/// The built-in setup, and why (measured on 2 cores, see the README's checkpoint-lab section):
+///
+/// - **Families.** Quick: a 4 × 128 strong model pre-trained for 1,200 steps of 16 × 128 tokens with a
+///   checkpoint every 40 steps (41 checkpoints, about 3.5 minutes). Full: the `small` preset (6 × 256)
+///   for 4,000 steps, a checkpoint every 100. The weak supervisor is an early checkpoint (step 32) of
+///   a 2 × 64 model: at its final step the 2 × 64 model is as good as the strong family on the
+///   word-order task, which leaves no gap to recover.
+/// - **Held-out text.** Both families hold out 5 % of the corpus's paragraphs (not the presets' 1 %),
+///   so the word-order task has about 2,000 sentences no model trained on.
+/// - **Tasks.** VADER movie snippets (mean pooling), the task the issue names; at this scale the
+///   ceiling is only 2–4 points above the weak supervisor, so its PGR is noisy. And word order
+///   (last-token pooling): held-out sentences, half shuffled; a bag of words is at chance, so the
+///   knowledge comes from pre-training alone, and the ceiling–weak gap is about 10 points.
 pub fn setup(quick: bool) -> Result<LmSetup, ReproError> {
     let cfg = |e: w2sg_lm::pretrain::PretrainError| ReproError::Config(e.to_string());
-    let weak =
-        PretrainConfig::from_toml_str("preset = \"weak\"\nsteps = 300\ncheckpoint_every = 100\n")
-            .map_err(cfg)?;
-    let (strong, tasks, seeds) = if quick {
-        (
-            "preset = \"tiny\"\nsteps = 1200\ncheckpoint_every = 40\nwarmup_steps = 100\n",
-            "[[task]]\nbuiltin = \"vader-movies\"\nmargin = 0.5\n",
-            "[0, 1, 2]",
-        )
+    let weak = PretrainConfig::from_toml_str(
+        "preset = \"weak\"\nsteps = 300\ncheckpoint_every = 100\nvalidation_fraction = 0.05\n",
+    )
+    .map_err(cfg)?;
+    let strong = if quick {
+        "preset = \"tiny\"\nsteps = 1200\ncheckpoint_every = 40\nwarmup_steps = 100\n\
+         validation_fraction = 0.05\n"
     } else {
-        (
-            "preset = \"small\"\nsteps = 4000\ncheckpoint_every = 100\nwarmup_steps = 200\n",
-            "[[task]]\nbuiltin = \"vader-movies\"\nmargin = 0.5\n\n[[task]]\nbuiltin = \"word-order\"\n",
-            "[0, 1, 2]",
-        )
+        "preset = \"small\"\nsteps = 4000\ncheckpoint_every = 100\nwarmup_steps = 200\n\
+         validation_fraction = 0.05\n"
     };
     let strong = PretrainConfig::from_toml_str(strong).map_err(cfg)?;
     let plan = format!(
         "# Built-in plan of `w2sg reproduce lm{}`.\n\
          name = \"{}\"\n\
-         seeds = {seeds}\n\
+         seeds = [0, 1, 2]\n\
          losses = [\"xent\", \"logconf\"]\n\n\
          [[family]]\nname = \"strong\"\npath = \"../families/strong\"\nrevisions = \"all\"\n\n\
-         [weak]\nmodel = \"../families/weak@step{}\"\n\n\
-         {tasks}\n\
-         [features]\npooling = \"mean\"\nmax_tokens = 64\n",
+         [weak]\nmodel = \"../families/weak@step{WEAK_STEP}\"\n\n\
+         [[task]]\nbuiltin = \"vader-movies\"\nmargin = 0.5\npooling = \"mean\"\n\n\
+         [[task]]\nbuiltin = \"word-order\"\nvalidation_fraction = 0.05\npooling = \"last\"\n\n\
+         [features]\nmax_tokens = 64\n",
         if quick { " --quick" } else { "" },
         if quick {
             "tiny family, quick"
         } else {
             "small family"
         },
-        weak.steps,
     );
     Ok(LmSetup { weak, strong, plan })
 }
@@ -91,8 +99,12 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> ReproError {
 
 /// Runs the checkpoint-lab reproduction into `opts.out`.
 pub fn lm_lab(opts: &LmOptions) -> Result<LabOutcome, ReproError> {
+    lm_lab_with(&setup(opts.quick)?, opts)
+}
+
+/// Runs the checkpoint-lab reproduction of any setup (tests use a micro one).
+pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, ReproError> {
     let started = Instant::now();
-    let setup = setup(opts.quick)?;
     let families = opts.out.join("families");
     let mut family_rows = Vec::new();
     for (name, config) in [("weak", &setup.weak), ("strong", &setup.strong)] {
@@ -255,7 +267,8 @@ fn headline(a: &Analysis) -> Value {
             "pgr": last.and_then(|r| r.pgr),
             "pgr_interval": last.and_then(|r| r.pgr_lo.zip(r.pgr_hi)),
             "sustained_step": t.sustained_step,
-            "sigmoid_midpoint_step": t.sigmoid.as_ref().map(|s| s.midpoint_step),
+            // Only a midpoint inside the observed steps is identified by the data.
+            "sigmoid_midpoint_step": t.sigmoid.as_ref().filter(|s| s.midpoint_in_range).map(|s| s.midpoint_step),
         }));
     }
     Value::Array(out)

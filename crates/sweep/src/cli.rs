@@ -290,11 +290,11 @@ pub fn describe(resolved: &Resolved) -> String {
     let tasks: Vec<String> = resolved
         .datasets
         .iter()
-        .map(|d| format!("{} ({} examples)", d.name, d.len()))
+        .map(|d| format!("{} ({} examples, {} pooling)", d.name, d.len(), d.pooling))
         .collect();
     format!(
         "Strong: {}. Weak supervisor: {} ({}). Tasks: {}. Split weak/strong/test = {}/{}/{}; seeds {:?}; \
-         features: layer {}, {} pooling; students: L2 logistic probes (λ = {}), losses {}.",
+         features: layer {}, max {} tokens; students: L2 logistic probes (λ = {}), losses {}.",
         fams.join(", "),
         resolved.weak.revision,
         resolved.weak.dir.display(),
@@ -304,7 +304,7 @@ pub fn describe(resolved: &Resolved) -> String {
         plan.split.test,
         plan.seeds,
         plan.features.layer,
-        plan.features.pooling,
+        plan.features.max_tokens,
         plan.probe.l2,
         plan.losses.join(", ")
     )

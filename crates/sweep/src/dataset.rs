@@ -26,6 +26,8 @@ pub struct Dataset {
     pub fingerprint: String,
     /// Examples in the source before balancing and subsampling.
     pub source_examples: usize,
+    /// The pooling of this task's features (the task's own, else the plan's).
+    pub pooling: String,
 }
 
 /// The three index sets of one seed.
@@ -63,6 +65,12 @@ impl Dataset {
             }
         };
         Dataset::from_examples(&plan.label(), &task.examples, plan)
+    }
+
+    /// The same examples with features pooled as `pooling`.
+    pub fn with_pooling(mut self, pooling: &str) -> Dataset {
+        self.pooling = pooling.to_string();
+        self
     }
 
     /// Balances and subsamples `examples` as the plan asks, then fingerprints them.
@@ -117,6 +125,7 @@ impl Dataset {
             texts,
             labels,
             source_examples,
+            pooling: plan.pooling.clone().unwrap_or_else(|| "mean".into()),
         })
     }
 
@@ -220,6 +229,7 @@ mod tests {
             max_examples: 0,
             data_seed: 0,
             validation_fraction: 0.01,
+            pooling: None,
         }
     }
 

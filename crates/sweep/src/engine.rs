@@ -232,7 +232,8 @@ pub fn resolve(plan: &Plan, archives: &w2sg_data::ArchiveStore) -> Result<Resolv
     }
     let mut datasets = Vec::new();
     for t in &plan.tasks {
-        datasets.push(Dataset::load(t, archives)?);
+        let pooling = t.pooling.as_deref().unwrap_or(&plan.features.pooling);
+        datasets.push(Dataset::load(t, archives)?.with_pooling(pooling));
     }
     Ok(Resolved {
         plan: plan.clone(),
@@ -253,10 +254,10 @@ struct FeatureKey<'a> {
     dtype: &'a str,
 }
 
-fn feature_config(plan: &Plan, dtype: &str) -> Result<String> {
+fn feature_config(plan: &Plan, ds: &Dataset, dtype: &str) -> Result<String> {
     Ok(config_hash(&FeatureKey {
         layer: plan.features.layer,
-        pooling: &plan.features.pooling,
+        pooling: &ds.pooling,
         max_tokens: plan.features.max_tokens,
         dtype,
     })?)
@@ -268,7 +269,7 @@ pub fn features_spec(plan: &Plan, ck: &CheckpointRef, ds: &Dataset) -> Result<Un
         UnitKind::Features,
         &ck.content_id(),
         &ds.fingerprint,
-        &feature_config(plan, &ck.dtype)?,
+        &feature_config(plan, ds, &ck.dtype)?,
     );
     spec.step = ck.step;
     Ok(spec)
@@ -277,7 +278,7 @@ pub fn features_spec(plan: &Plan, ck: &CheckpointRef, ds: &Dataset) -> Result<Un
 /// The weak-labels unit of a seed.
 pub fn weak_spec(plan: &Plan, weak: &CheckpointRef, ds: &Dataset, seed: u64) -> Result<UnitSpec> {
     let config = config_hash(&json!({
-        "features": feature_config(plan, &weak.dtype)?,
+        "features": feature_config(plan, ds, &weak.dtype)?,
         "split": plan.split,
         "probe": plan.probe,
     }))?;
@@ -307,7 +308,7 @@ pub fn probe_spec(
         other => json!({ "train": plan.train_params(other, seed) }),
     };
     let config = config_hash(&json!({
-        "features": feature_config(plan, &ck.dtype)?,
+        "features": feature_config(plan, ds, &ck.dtype)?,
         "split": plan.split,
         "training": training,
     }))?;
@@ -376,11 +377,7 @@ pub fn extract_features(
         .map_err(|e| format!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
     let opts = FeatureOptions {
         layer: plan.features.layer,
-        pooling: plan
-            .features
-            .pooling
-            .parse::<Pooling>()
-            .map_err(|e| e.to_string())?,
+        pooling: ds.pooling.parse::<Pooling>().map_err(|e| e.to_string())?,
         batch_size: plan.features.batch_size,
         max_batch_tokens: 4096,
         max_tokens: (plan.features.max_tokens > 0).then(|| {

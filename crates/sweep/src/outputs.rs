@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use w2sg_report::{palette, Axis, Figure, LineSeries, Marker, Plot, RefLine, Section};
+use w2sg_report::{palette, Axis, Figure, Legend, LineSeries, Marker, Plot, RefLine, Section};
 
 use crate::analysis::{Analysis, StepRow, Transition};
 use crate::error::{Error, Result};
@@ -187,7 +187,9 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
     let x_axis = || Axis::new("pre-training step (log; step 0 at 0.5)").log();
     let mut acc = Plot::new(format!("Accuracy on the test set: {family}, {task}"))
         .x_axis(x_axis())
-        .y_axis(Axis::new("test accuracy"));
+        .y_axis(Axis::new("test accuracy"))
+        // Accuracy and PGR grow with the step: the upper left is where the curves are not.
+        .legend(Legend::UpperLeft);
     let mut pgr_plot = Plot::new(format!(
         "PGR = (w2s − weak)/(ceiling − weak): {family}, {task}"
     ))
@@ -255,14 +257,22 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
                 acc = acc.vline(line.clone());
                 pgr_plot = pgr_plot.vline(line);
             }
-            if let Some(fit) = t.sigmoid.as_ref().filter(|f| f.converged) {
-                let (x0, x1) = (
-                    xs.iter()
-                        .copied()
-                        .filter(|&x| x >= 1.0)
-                        .fold(f64::INFINITY, f64::min),
-                    xs.iter().copied().fold(0.0, f64::max),
-                );
+            // The fitted curve over the steps whose PGR is defined, when its midpoint lies among them
+            // (a midpoint outside them is not identified by the data).
+            let defined: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.pgr.is_some())
+                .filter_map(|r| r.step)
+                .filter(|&s| s > 0)
+                .map(|s| s as f64)
+                .collect();
+            if let Some(fit) = t
+                .sigmoid
+                .as_ref()
+                .filter(|f| f.converged && f.midpoint_in_range)
+            {
+                let x0 = defined.iter().copied().fold(f64::INFINITY, f64::min);
+                let x1 = defined.iter().copied().fold(0.0, f64::max);
                 if x0.is_finite() && x1 > x0 {
                     let n = 60;
                     let curve: Vec<(f64, f64)> = (0..=n)
@@ -286,6 +296,20 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
             }
         }
     }
+    // Where the gap is barely defined the interval spans tens of units and would flatten the rest:
+    // the axis shows the point estimates (and at least [-0.25, 1]) within [-2, 2].
+    let points: Vec<f64> = analysis
+        .steps
+        .iter()
+        .filter(|r| r.family == family && r.task == task)
+        .filter_map(|r| r.pgr)
+        .collect();
+    let lo = points.iter().copied().fold(-0.25, f64::min).max(-2.0);
+    let hi = points.iter().copied().fold(1.0, f64::max).min(2.0);
+    let pad = 0.05 * (hi - lo);
+    pgr_plot = pgr_plot.y_axis(
+        Axis::new("PGR (95% bootstrap interval; axis within [-2, 2])").range(lo - pad, hi + pad),
+    );
     Figure::grid(1, 2, vec![acc.into(), pgr_plot.into()])
         .title(format!("{title}: weak-to-strong across pre-training"))
 }
@@ -314,13 +338,19 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
         .transitions
         .iter()
         .map(|t| {
-            let s = t.sigmoid.as_ref();
+            // A midpoint outside the observed steps is not identified by the data: say so.
+            let s = t.sigmoid.as_ref().filter(|s| s.midpoint_in_range);
+            let unidentified = t.sigmoid.as_ref().is_some_and(|s| !s.midpoint_in_range);
             vec![
                 t.family.clone(),
                 t.task.clone(),
                 t.loss.clone(),
                 t.sustained_step.map_or("never".into(), |s| s.to_string()),
-                fmt(s.map(|s| s.midpoint_step)),
+                if unidentified {
+                    "outside the observed steps".into()
+                } else {
+                    fmt(s.map(|s| s.midpoint_step))
+                },
                 s.and_then(|s| s.midpoint_step_interval)
                     .map_or("–".into(), |(a, b)| format!("[{a:.0}, {b:.0}]")),
                 s.map_or("–".into(), |s| format!("{:.2}", s.width)),

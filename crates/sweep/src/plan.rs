@@ -17,6 +17,7 @@
 //! builtin = "vader-movies"             # or "word-order", "spam-assassin", …; or jsonl = "task.jsonl"
 //! margin = 0.5                         # VADER: drop snippets with |mean valence| below this
 //! balance = false                      # subsample the larger class to the smaller one's size
+//! pooling = "last"                     # this task's pooling, if not [features] pooling
 //! max_examples = 0                     # 0: all; else a seeded subsample of this many
 //!
 //! [split]                              # fractions of each task: weak trains on A, students on B
@@ -178,6 +179,9 @@ pub struct TaskPlan {
     /// from the paragraphs held out at that fraction, so the model never trained on them).
     #[serde(default = "default_validation_fraction")]
     pub validation_fraction: f64,
+    /// Pooling for this task's features ("mean" or "last"), overriding `[features] pooling`.
+    #[serde(default)]
+    pub pooling: Option<String>,
 }
 
 fn default_validation_fraction() -> f64 {
@@ -399,6 +403,11 @@ impl Plan {
                     "task.validation_fraction: {} is not in (0, 1)",
                     t.validation_fraction
                 ));
+            }
+            if let Some(p) = &t.pooling {
+                if !matches!(p.as_str(), "mean" | "last") {
+                    return Err(format!("task.pooling: \"{p}\" is not \"mean\" or \"last\""));
+                }
             }
             if !(t.margin.is_finite() && t.margin >= 0.0) {
                 return Err(format!("task.margin: {} is not ≥ 0", t.margin));

@@ -73,16 +73,30 @@ fn corpus() -> Vec<Document> {
         .collect()
 }
 
-fn micro_config(hidden: usize, layers: usize, steps: u64, every: u64) -> PretrainConfig {
-    let text = format!(
+/// Writes the synthetic corpus as text files into `dir` (for configs that name a corpus path).
+pub fn write_corpus(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("corpus directory");
+    for d in corpus() {
+        std::fs::write(dir.join(format!("{}.txt", d.name)), &d.text).expect("corpus file");
+    }
+    dir.to_path_buf()
+}
+
+/// The micro pre-training config text: `hidden` wide, `layers` deep, `steps` updates.
+pub fn micro_config_text(hidden: usize, layers: usize, steps: u64, every: u64) -> String {
+    format!(
         "preset = \"tiny\"\nvocab_size = 300\ntokenizer_train_bytes = 0\nvalidation_fraction = 0.1\n\
          steps = {steps}\nbatch_size = 4\nwarmup_steps = 2\nlr = 3e-3\ncheckpoint_every = {every}\n\
          eval_tokens = 128\nlog_every = 4\n[model]\nhidden_size = {hidden}\nnum_layers = {layers}\n\
          num_heads = {}\nintermediate_size = {}\ncontext = 32\nrotary_pct = 0.25\nrope_theta = 10000.0\n",
         hidden / 8,
         hidden * 2
-    );
-    PretrainConfig::from_toml_str(&text).expect("the micro config is valid")
+    )
+}
+
+fn micro_config(hidden: usize, layers: usize, steps: u64, every: u64) -> PretrainConfig {
+    PretrainConfig::from_toml_str(&micro_config_text(hidden, layers, steps, every))
+        .expect("the micro config is valid")
 }
 
 /// Trains a micro family into `out` (checkpoints 0, 1, 2, 4, 8, 12, 16, 24 for the strong one).
