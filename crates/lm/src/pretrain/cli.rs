@@ -20,7 +20,7 @@ pub struct PretrainArgs {
     /// Preset: weak (2×64), tiny (4×128, minutes on 2 cores) or small (6×256, about an hour).
     #[arg(long, conflicts_with = "config")]
     pub preset: Option<String>,
-    /// TOML config: `preset = "..."` plus any keys to override (see crates/lm/PRETRAIN.md).
+    /// TOML config: `preset = "..."` plus any keys to override (see README.md, "Pre-training a small Pythia-style family").
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// `default` (State of the Union, Shakespeare + Milton, Moby Dick) and/or text files or

@@ -15,7 +15,8 @@
 //! byte-level BPE with 4096 tokens):
 //! - `weak`: 2 layers × 64 wide — the weak supervisor of a W2SG experiment;
 //! - `tiny`: 4 layers × 128 wide, 150 steps of 16 × 128 tokens — minutes on 2 cores;
-//! - `small`: 6 layers × 256 wide, context 256, 400 steps — estimated about an hour on 2 cores.
+//! - `small`: 6 layers × 256 wide, context 256, 2,400 steps of 16 × 256 tokens — about an hour on 2
+//!   cores (1.5 s per step measured).
 
 use std::path::Path;
 
@@ -135,9 +136,9 @@ impl PretrainConfig {
                     context: 256,
                     ..base.model.clone()
                 },
-                steps: 400,
+                steps: 2400,
                 lr: 6e-4,
-                warmup_steps: 40,
+                warmup_steps: 100,
                 checkpoint_every: 100,
                 eval_tokens: 32_768,
                 ..base
