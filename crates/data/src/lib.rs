@@ -12,3 +12,23 @@ mod tarball;
 pub mod tasks;
 
 pub use archive::{Archive, ArchiveStore, DataError, ARCHIVES};
+
+/// SplitMix64: a fixed, dependency-free generator, so that what is drawn from it (shuffled sentences,
+/// synthetic test corpora) is the same on every machine and with every dependency version.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}

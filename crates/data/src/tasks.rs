@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::{ArchiveStore, SPAM_ASSASSIN, VADER};
 use crate::tarball::{read_members, read_members_from_bytes};
 use crate::DataError;
+use crate::SplitMix64;
 
 /// One labelled example.
 #[derive(Clone, Debug, PartialEq)]
@@ -208,7 +209,7 @@ pub fn word_order(
             if !seen.insert(text.clone()) {
                 continue;
             }
-            let mut rng = SplitMix64(fnv1a(text.as_bytes()));
+            let mut rng = SplitMix64::new(fnv1a(text.as_bytes()));
             if rng.next() % 2 == 0 {
                 examples.push(Example { text, label: 1 });
             } else {
@@ -267,19 +268,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-/// SplitMix64: a fixed, dependency-free generator for the shuffles.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// A JSONL task file. All malformed lines are reported (line numbers), not skipped.

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use w2sg_data::corpus::Document;
+use w2sg_data::SplitMix64;
 use w2sg_lm::pretrain::presets::PretrainConfig;
 use w2sg_lm::pretrain::train::{pretrain, RunOptions};
 
@@ -21,16 +22,15 @@ const GLUE: &[&str] = &[
     "the", "and", "of", "to", "in", "a", "is", "that", "with", "for", "great", "white", "old",
 ];
 
-/// SplitMix64, so the fixture is the same on every machine.
-struct Rng(u64);
+/// The fixture's random stream (the same on every machine).
+struct Rng(SplitMix64);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(SplitMix64::new(seed))
+    }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next()
     }
     fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
         v[(self.next() % v.len() as u64) as usize]
@@ -52,7 +52,7 @@ fn sentence(rng: &mut Rng, sea: bool) -> String {
 }
 
 fn corpus() -> Vec<Document> {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     (0..8)
         .map(|d| {
             let mut text = String::new();
@@ -117,7 +117,7 @@ pub fn train_family(out: &Path, strong: bool) {
 
 /// Writes the synthetic task: `n` sentences, label 1 = about the sea.
 pub fn write_task(path: &Path, n: usize) {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut text = String::new();
     for _ in 0..n {
         let sea = rng.next() % 2 == 0;
