@@ -116,6 +116,12 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
             ..RunOptions::default()
         };
         let summary = pretrain(config, &dir, &run).map_err(|e| ReproError::Run(e.to_string()))?;
+        // A reused (already finished) family trains nothing now: its last validation loss is in its log.
+        let final_val_loss = summary.final_val_loss.or_else(|| {
+            w2sg_lm::pretrain::train::read_log(&dir.join("loss.csv"))
+                .ok()
+                .and_then(|rows| rows.iter().rev().find_map(|r| r.val_loss))
+        });
         family_rows.push(json!({
             "name": name,
             "hidden_size": config.model.hidden_size,
@@ -123,7 +129,7 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
             "parameters": summary.num_parameters,
             "steps": config.steps,
             "tokens": config.steps as usize * config.batch_size * config.model.context,
-            "final_val_loss": summary.final_val_loss,
+            "final_val_loss": final_val_loss,
             "seconds_this_run": summary.wall_seconds,
             "resumed_from": summary.resumed_from,
         }));
