@@ -150,6 +150,11 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
         // Weak labels per seed (seeds whose weak unit is not done drop out everywhere).
         let mut weak: BTreeMap<u64, WeakSeed> = BTreeMap::new();
         let mut weak_error: Option<String> = None;
+        // Weak features that failed leave no weak-labels units: report their error.
+        let weak_features = features_spec(plan, &resolved.weak, ds)?.key()?;
+        if let Found::Failed(e) = find(store, &weak_features)? {
+            weak_error = Some(format!("features of the weak model: {e}"));
+        }
         for &seed in &plan.seeds {
             let split = ds.split(&plan.split, seed)?;
             let key = weak_spec(plan, &resolved.weak, ds, seed)?.key()?;

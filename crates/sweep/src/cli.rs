@@ -294,7 +294,7 @@ pub fn describe(resolved: &Resolved) -> String {
         .collect();
     format!(
         "Strong: {}. Weak supervisor: {} ({}). Tasks: {}. Split weak/strong/test = {}/{}/{}; seeds {:?}; \
-         features: layer {}, max {} tokens; students: L2 logistic probes (λ = {}), losses {}.",
+         features: layer {}, truncated at {}; students: L2 logistic probes (λ = {}), losses {}.",
         fams.join(", "),
         resolved.weak.revision,
         resolved.weak.dir.display(),
@@ -304,7 +304,10 @@ pub fn describe(resolved: &Resolved) -> String {
         plan.split.test,
         plan.seeds,
         plan.features.layer,
-        plan.features.max_tokens,
+        match plan.features.max_tokens {
+            0 => "the model's context".to_string(),
+            n => format!("{n} tokens"),
+        },
         plan.probe.l2,
         plan.losses.join(", ")
     )

@@ -262,3 +262,31 @@ fn bad_plans_are_errors_naming_the_file_and_the_problem() {
         assert_eq!(err.exit_code(), 2, "{msg}");
     }
 }
+
+#[test]
+fn a_corrupt_weak_model_fails_its_units_and_blocks_only_the_students() {
+    let f = copy_fixture("corrupt-weak");
+    let weights = f.weak.join("step8").join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &good[..100]).unwrap();
+    let out = f.dir.join("out");
+    let err = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
+    assert!(matches!(err, Error::UnitsFailed(1)), "{err}");
+    let rows = read_csv(&out.join("results.csv"));
+    assert_eq!(rows.len(), 9 * 2);
+    for r in &rows {
+        assert_eq!(r["status"], "failed", "{r:?}");
+        assert!(
+            r["error"].contains("features of the weak model"),
+            "{}",
+            r["error"]
+        );
+    }
+    // The ceilings do not need the weak model: they ran (9 checkpoints × 2 seeds).
+    let units = read_csv(&out.join("units.csv"));
+    let ceilings = units
+        .iter()
+        .filter(|u| u["loss"] == "ground_truth" && u["status"] == "done")
+        .count();
+    assert_eq!(ceilings, 9 * 2);
+}
