@@ -616,14 +616,8 @@ pub fn split_heads_rotary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pretrain::test_util::randn;
     use candle_core::{Device, Var, D};
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::pretrain::model::SplitMix64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     /// max |a − b| / max(max |b|, 1e-6): relative to the scale of the reference.
     fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -1046,14 +1046,8 @@ pub fn add3(a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pretrain::test_util::randn;
     use candle_core::{Device, Var, D};
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::pretrain::model::SplitMix64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)

@@ -25,6 +25,20 @@ pub mod schedule;
 pub mod tokenizer;
 pub mod train;
 
+/// Helpers shared by the unit tests of the fused ops.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{Device, Tensor};
+
+    /// A standard-normal f32 tensor, the same for the same seed.
+    pub fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = super::model::SplitMix64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+}
+
 use std::path::PathBuf;
 
 pub use presets::{ModelShape, PretrainConfig, PRESETS};
