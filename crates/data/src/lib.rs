@@ -31,4 +31,17 @@ impl SplitMix64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    /// Uniform in (0, 1].
+    pub fn next_open01(&mut self) -> f64 {
+        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal (Box–Muller; the second of the pair is discarded, so one normal costs two
+    /// draws and the stream stays easy to reproduce elsewhere).
+    pub fn next_normal(&mut self) -> f64 {
+        let u1 = self.next_open01();
+        let u2 = self.next_open01();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
 }

@@ -20,8 +20,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use w2sg_lm::pretrain::checkpoints::save_weights;
-use w2sg_lm::pretrain::model::{SplitMix64, TrainableGptNeoX};
-use w2sg_lm::pretrain::optim::{AdamW, AdamWConfig};
+use w2sg_data::SplitMix64;
+use w2sg_lm::pretrain::model::TrainableGptNeoX;
+use w2sg_lm::optim::{AdamW, AdamWConfig};
 use w2sg_lm::pretrain::PretrainConfig;
 
 const WARMUP: usize = 2;
@@ -40,9 +41,9 @@ fn child(dir: &Path) {
     .unwrap();
     save_weights(&model, &dir.join("model.safetensors")).unwrap();
     let (b, t) = (cfg.batch_size, cfg.model.context);
-    let mut rng = SplitMix64(7);
+    let mut rng = SplitMix64::new(7);
     let ids: Vec<u32> = (0..b * (t + 1))
-        .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
+        .map(|_| (rng.next() % cfg.vocab_size as u64) as u32)
         .collect();
     let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.join("batch.u32"), bytes).unwrap();

@@ -20,15 +20,16 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{check_sizes, config_err, parse, resolve_rope, RopeParameters};
 use crate::error::Result;
-use crate::layers::{causal_attention, Activation, LayerNorm, Linear, Rotary};
+use crate::layers::{embed, Activation, LayerNorm, Linear};
 use crate::model::{check_inputs, run_stack, Output, Request};
+use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
+use crate::weights::WeightSource;
 
 /// `config.json` of a GPT-NeoX checkpoint, with rotary settings resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,7 +189,7 @@ struct Layer {
     dense_4h_to_h: Linear,
 }
 
-/// A GPT-NeoX model.
+/// A GPT-NeoX model, built from any [`WeightSource`].
 #[derive(Debug, Clone)]
 pub struct GptNeoX {
     config: GptNeoXConfig,
@@ -196,74 +197,54 @@ pub struct GptNeoX {
     layers: Vec<Layer>,
     final_layer_norm: LayerNorm,
     embed_out: Linear,
-    rotary: Rotary,
+    rotary: RotaryTables,
+    spec: AttentionSpec,
     dtype: DType,
     device: Device,
 }
 
 impl GptNeoX {
-    /// Loads the weights named as in HF (`gpt_neox.*`, `embed_out` or `lm_head`).
-    pub fn load(
-        config: &GptNeoXConfig,
-        ck: &Checkpoint,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Builds the model from tensors named as in HF (`gpt_neox.*`, `embed_out` or `lm_head`).
+    pub fn load(config: &GptNeoXConfig, w: &dyn WeightSource) -> Result<Self> {
         let c = config;
         let h = c.hidden_size;
         let eps = c.layer_norm_eps;
-        let embed_in = ck.get(
-            "gpt_neox.embed_in.weight",
-            &[c.vocab_size, h],
-            dtype,
-            device,
-        )?;
+        let embed_in = w.get("gpt_neox.embed_in.weight", &[c.vocab_size, h], w.dtype())?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("gpt_neox.layers.{i}");
+            let p = Self::layer_prefix(i);
             let lin = |name: &str, din: usize, dout: usize, bias: bool| {
-                Linear::load(ck, &format!("{p}.{name}"), din, dout, bias, dtype, device)
+                Linear::load(w, &format!("{p}.{name}"), din, dout, bias)
             };
+            let ln = |name: &str| LayerNorm::load(w, &format!("{p}.{name}"), h, eps);
             layers.push(Layer {
-                input_layernorm: LayerNorm::load(
-                    ck,
-                    &format!("{p}.input_layernorm"),
-                    h,
-                    eps,
-                    device,
-                )?,
-                post_attention_layernorm: LayerNorm::load(
-                    ck,
-                    &format!("{p}.post_attention_layernorm"),
-                    h,
-                    eps,
-                    device,
-                )?,
+                input_layernorm: ln("input_layernorm")?,
+                post_attention_layernorm: ln("post_attention_layernorm")?,
                 query_key_value: lin("attention.query_key_value", h, 3 * h, c.attention_bias)?,
                 dense: lin("attention.dense", h, h, c.attention_bias)?,
                 dense_h_to_4h: lin("mlp.dense_h_to_4h", h, c.intermediate_size, true)?,
                 dense_4h_to_h: lin("mlp.dense_4h_to_h", c.intermediate_size, h, true)?,
             });
         }
-        let final_layer_norm = LayerNorm::load(ck, "gpt_neox.final_layer_norm", h, eps, device)?;
+        let final_layer_norm = LayerNorm::load(w, "gpt_neox.final_layer_norm", h, eps)?;
         let embed_out = if c.tie_word_embeddings {
-            Linear::new(embed_in.clone(), None)
+            Linear::tied(embed_in.clone())
         } else {
             // Hub checkpoints call the head `embed_out`; transformers 5 renames it `lm_head` in memory.
-            let name = if !ck.contains("embed_out.weight") && ck.contains("lm_head.weight") {
+            let name = if !w.contains("embed_out.weight") && w.contains("lm_head.weight") {
                 "lm_head"
             } else {
                 "embed_out"
             };
-            Linear::load(ck, name, h, c.vocab_size, false, dtype, device)?
+            Linear::load(w, name, h, c.vocab_size, false)?
         };
-        let rotary = Rotary::new(
-            c.rotary_ndims(),
-            c.rope_theta,
-            c.max_position_embeddings,
-            false,
-            device,
-        )?;
+        let rotary = RotaryTables::new(c.rotary_ndims(), c.rope_theta, c.max_position_embeddings)?;
+        let spec = AttentionSpec {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_attention_heads,
+            head_dim: c.head_dim(),
+            layout: QkvLayout::PerHead,
+        };
         Ok(GptNeoX {
             config: c.clone(),
             embed_in,
@@ -271,9 +252,27 @@ impl GptNeoX {
             final_layer_norm,
             embed_out,
             rotary,
-            dtype,
-            device: device.clone(),
+            spec,
+            dtype: w.dtype(),
+            device: w.device().clone(),
         })
+    }
+
+    /// HF name prefix of block `i`.
+    pub fn layer_prefix(i: usize) -> String {
+        format!("gpt_neox.layers.{i}")
+    }
+
+    /// Names (relative to a block's prefix) and (in, out) sizes of a block's linear layers: where
+    /// LoRA adapters go.
+    pub fn block_linears(c: &GptNeoXConfig) -> Vec<(&'static str, usize, usize)> {
+        let (h, m) = (c.hidden_size, c.intermediate_size);
+        vec![
+            ("attention.query_key_value", h, 3 * h),
+            ("attention.dense", h, h),
+            ("mlp.dense_h_to_4h", h, m),
+            ("mlp.dense_4h_to_h", m, h),
+        ]
     }
 
     pub fn config(&self) -> &GptNeoXConfig {
@@ -288,22 +287,18 @@ impl GptNeoX {
         &self.device
     }
 
+    /// Attention of x (B, T, H), through the op that projects inside when the projection is plain.
     fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let nh = self.config.num_attention_heads;
-        let hd = self.config.head_dim();
-        // Interleaved per head: (B, T, H, 3·hd) → [q | k | v] within each head.
-        let qkv = layer
-            .query_key_value
-            .forward(x)?
-            .reshape((b, t, nh, 3 * hd))?;
-        let heads = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(3, i * hd, hd)?.transpose(1, 2)?.contiguous()
+        let (b, t, h) = x.dims3()?;
+        let out = match layer.query_key_value.plain() {
+            Some((w, bias)) if ops::fused_ok(&[x, w]) => {
+                ops::qkv_attention(x, w, bias, t, &self.spec, &self.rotary)?.reshape((b, t, h))?
+            }
+            _ => {
+                let qkv = layer.query_key_value.forward(x)?;
+                ops::attention(&qkv, &self.spec, &self.rotary)?
+            }
         };
-        let q = self.rotary.apply(&heads(0)?)?;
-        let k = self.rotary.apply(&heads(1)?)?;
-        let v = heads(2)?;
-        let out = causal_attention(&q, &k, &v, 1.0 / (hd as f64).sqrt())?;
         Ok(layer.dense.forward(&out)?)
     }
 
@@ -319,7 +314,7 @@ impl GptNeoX {
         if self.config.use_parallel_residual {
             let mlp = self.mlp(layer, &layer.post_attention_layernorm.forward(x)?)?;
             // HF's order of additions: mlp + attn + x.
-            Ok(((mlp + attn)? + x)?)
+            Ok(ops::add3(&mlp, &attn, x)?)
         } else {
             let a = (attn + x)?;
             let mlp = self.mlp(layer, &layer.post_attention_layernorm.forward(&a)?)?;
@@ -337,18 +332,30 @@ impl GptNeoX {
             c.vocab_size,
             c.max_position_embeddings,
         )?;
-        let (b, t) = input_ids.dims2()?;
-        let x = self
-            .embed_in
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, t, c.hidden_size))?;
+        let x = embed(&self.embed_in, input_ids)?;
+        self.forward_from(x, 0, request)
+    }
+
+    /// Runs the stack from hidden state `start` (0 = embeddings), given that state (B, T, H).
+    pub fn forward_from(&self, x: Tensor, start: usize, request: &Request) -> Result<Output> {
         run_stack(
             x,
+            start,
             &self.layers,
             |layer, x| self.layer_forward(layer, x),
             |x| Ok(self.final_layer_norm.forward(x)?),
             |x| Ok(self.embed_out.forward(x)?),
             request,
         )
+    }
+
+    /// Mean next-token cross-entropy of `targets` (B, T) given `inputs` (B, T): the output head is
+    /// fused with the loss, so the (B·T, vocab) logits are never a tensor.
+    pub fn lm_loss(&self, inputs: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let n = self.config.num_hidden_layers;
+        let out = self.forward(inputs, &Request::hidden_state(n))?;
+        let x = out.hidden_state(n).expect("requested").flatten_to(1)?;
+        let (w, _) = self.embed_out.plain().expect("the output head has no adapter");
+        Ok(ops::head_cross_entropy(&x, w, &targets.flatten_all()?)?)
     }
 }

@@ -30,13 +30,15 @@ pub mod error;
 pub mod features;
 pub mod gpt_neox;
 pub mod hub;
-mod kernels;
 pub mod layers;
 pub mod model;
 pub mod olmo;
 pub mod olmo2;
+pub mod ops;
+pub mod optim;
 pub mod output;
 pub mod pretrain;
 pub mod revisions;
+pub mod weights;
 
 pub use error::{LmError, Result};

@@ -16,6 +16,7 @@ use crate::error::{LmError, Result};
 use crate::gpt_neox::GptNeoX;
 use crate::olmo::Olmo;
 use crate::olmo2::Olmo2;
+use crate::weights::{CheckpointWeights, WeightSource};
 
 /// What a forward pass should return.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,10 +98,16 @@ impl Model {
                 "unsupported compute dtype {dtype:?} (use f32, bf16 or f16)"
             )));
         }
+        Self::from_weights(config, &CheckpointWeights::new(ck, dtype, device))
+    }
+
+    /// Builds the model of `config` from any weight source (a checkpoint, trainable variables, or
+    /// variables layered over a frozen checkpoint).
+    pub fn from_weights(config: &ModelConfig, w: &dyn WeightSource) -> Result<Self> {
         Ok(match config {
-            ModelConfig::GptNeoX(c) => Model::GptNeoX(GptNeoX::load(c, ck, dtype, device)?),
-            ModelConfig::Olmo(c) => Model::Olmo(Olmo::load(c, ck, dtype, device)?),
-            ModelConfig::Olmo2(c) => Model::Olmo2(Olmo2::load(c, ck, dtype, device)?),
+            ModelConfig::GptNeoX(c) => Model::GptNeoX(GptNeoX::load(c, w)?),
+            ModelConfig::Olmo(c) => Model::Olmo(Olmo::load(c, w)?),
+            ModelConfig::Olmo2(c) => Model::Olmo2(Olmo2::load(c, w)?),
         })
     }
 
@@ -110,6 +117,16 @@ impl Model {
             Model::GptNeoX(m) => m.forward(input_ids, request),
             Model::Olmo(m) => m.forward(input_ids, request),
             Model::Olmo2(m) => m.forward(input_ids, request),
+        }
+    }
+
+    /// Runs the stack from hidden state `start` (0 = embeddings) given that state (B, T, hidden):
+    /// what fine-tuning the last blocks runs on the frozen blocks' cached output.
+    pub fn forward_from(&self, x: Tensor, start: usize, request: &Request) -> Result<Output> {
+        match self {
+            Model::GptNeoX(m) => m.forward_from(x, start, request),
+            Model::Olmo(m) => m.forward_from(x, start, request),
+            Model::Olmo2(m) => m.forward_from(x, start, request),
         }
     }
 
@@ -199,10 +216,13 @@ pub(crate) fn check_inputs(
     Ok(())
 }
 
-/// Runs the layer stack shared by all architectures: embeddings, layers (stopping at the deepest one
-/// needed), final norm at index L, and the output head if logits are requested.
+/// Runs the layer stack shared by all architectures from hidden state `start` (`x`; 0 = the
+/// embeddings): layers start+1.. (stopping at the deepest one needed), the final norm at index L, and
+/// the output head if logits are requested. Starting later than 0 is how fine-tuning the last k
+/// blocks reuses the frozen blocks' cached output.
 pub(crate) fn run_stack<L>(
-    embeddings: Tensor,
+    x: Tensor,
+    start: usize,
     layers: &[L],
     layer_forward: impl Fn(&L, &Tensor) -> Result<Tensor>,
     final_norm: impl Fn(&Tensor) -> Result<Tensor>,
@@ -218,12 +238,17 @@ pub(crate) fn run_stack<L>(
     let mut wanted: Vec<usize> = request.hidden_states.clone();
     wanted.sort_unstable();
     wanted.dedup();
-    let mut hidden_states = Vec::with_capacity(wanted.len());
-    let mut x = embeddings;
-    if wanted.first() == Some(&0) {
-        hidden_states.push((0, x.clone()));
+    if let Some(&bad) = wanted.iter().find(|&&i| i < start) {
+        return Err(LmError::Input(format!(
+            "hidden state {bad} requested from a pass that starts at {start}"
+        )));
     }
-    for (i, layer) in layers.iter().enumerate().take(deepest) {
+    let mut hidden_states = Vec::with_capacity(wanted.len());
+    let mut x = x;
+    if wanted.first() == Some(&start) {
+        hidden_states.push((start, x.clone()));
+    }
+    for (i, layer) in layers.iter().enumerate().take(deepest).skip(start) {
         x = layer_forward(layer, &x)?;
         if i + 1 == n {
             x = final_norm(&x)?;

@@ -27,15 +27,16 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{check_sizes, config_err, parse, resolve_rope, RopeParameters};
 use crate::error::{LmError, Result};
-use crate::layers::{causal_attention, split_heads, swiglu, Activation, LayerNorm, Linear, Rotary};
+use crate::layers::{embed, Activation, LayerNorm, Linear};
 use crate::model::{check_inputs, run_stack, Output, Request};
+use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
+use crate::weights::WeightSource;
 
 /// Which tensor names the checkpoint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +308,7 @@ struct Layer {
     down_proj: Linear,
 }
 
-/// An OLMo 1 model.
+/// An OLMo 1 model, built from any [`WeightSource`].
 #[derive(Debug, Clone)]
 pub struct Olmo {
     config: OlmoConfig,
@@ -315,66 +316,52 @@ pub struct Olmo {
     layers: Vec<Layer>,
     norm: LayerNorm,
     lm_head: Linear,
-    rotary: Rotary,
+    rotary: RotaryTables,
+    spec: AttentionSpec,
     dtype: DType,
     device: Device,
 }
 
 impl Olmo {
-    /// Loads the weights in the layout the config names.
-    pub fn load(
-        config: &OlmoConfig,
-        ck: &Checkpoint,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Builds the model from tensors named in the layout the config names.
+    pub fn load(config: &OlmoConfig, w: &dyn WeightSource) -> Result<Self> {
         let c = config;
         let h = c.hidden_size;
         let q_dim = c.num_attention_heads * c.head_dim;
         let kv_dim = c.num_key_value_heads * c.head_dim;
         let inter = c.intermediate_size;
-        let lin = |name: &str, din: usize, dout: usize, bias: bool| {
-            Linear::load(ck, name, din, dout, bias, dtype, device)
-        };
+        let lin = |name: &str, din: usize, dout: usize, bias: bool| Linear::load(w, name, din, dout, bias);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        let dtype = w.dtype();
         let (embed_tokens, lm_head) = match c.layout {
             OlmoLayout::Hf => {
                 let bias = c.attention_bias;
                 for i in 0..c.num_hidden_layers {
-                    let p = format!("model.layers.{i}");
+                    let p = Self::layer_prefix(c, w, i);
                     let q = lin(&format!("{p}.self_attn.q_proj"), h, q_dim, bias)?;
                     let k = lin(&format!("{p}.self_attn.k_proj"), h, kv_dim, bias)?;
                     let v = lin(&format!("{p}.self_attn.v_proj"), h, kv_dim, bias)?;
                     let up = lin(&format!("{p}.mlp.up_proj"), h, inter, false)?;
                     let gate = lin(&format!("{p}.mlp.gate_proj"), h, inter, false)?;
                     layers.push(Layer {
-                        qkv: Linear::cat(&[q, k, v])?,
+                        qkv: Linear::cat(vec![q, k, v])?,
                         o_proj: lin(&format!("{p}.self_attn.o_proj"), q_dim, h, bias)?,
-                        up_gate: Linear::cat(&[up, gate])?,
+                        up_gate: Linear::cat(vec![up, gate])?,
                         down_proj: lin(&format!("{p}.mlp.down_proj"), inter, h, false)?,
                     });
                 }
-                let embed = ck.get(
-                    "model.embed_tokens.weight",
-                    &[c.vocab_size, h],
-                    dtype,
-                    device,
-                )?;
+                let embed = w.get("model.embed_tokens.weight", &[c.vocab_size, h], dtype)?;
                 let head = if c.tie_word_embeddings {
-                    Linear::new(embed.clone(), None)
+                    Linear::tied(embed.clone())
                 } else {
                     lin("lm_head", h, c.vocab_size, false)?
                 };
                 (embed, head)
             }
             OlmoLayout::Ai2 => {
-                let prefix = if ck.contains("transformer.wte.weight") {
-                    "transformer"
-                } else {
-                    "model.transformer"
-                };
+                let prefix = ai2_prefix(w);
                 for i in 0..c.num_hidden_layers {
-                    let p = format!("{prefix}.blocks.{i}");
+                    let p = Self::layer_prefix(c, w, i);
                     layers.push(Layer {
                         qkv: lin(&format!("{p}.att_proj"), h, q_dim + 2 * kv_dim, false)?,
                         o_proj: lin(&format!("{p}.attn_out"), q_dim, h, false)?,
@@ -382,14 +369,9 @@ impl Olmo {
                         down_proj: lin(&format!("{p}.ff_out"), inter, h, false)?,
                     });
                 }
-                let embed = ck.get(
-                    &format!("{prefix}.wte.weight"),
-                    &[c.vocab_size, h],
-                    dtype,
-                    device,
-                )?;
+                let embed = w.get(&format!("{prefix}.wte.weight"), &[c.vocab_size, h], dtype)?;
                 let head = if c.tie_word_embeddings {
-                    Linear::new(embed.clone(), None)
+                    Linear::tied(embed.clone())
                 } else {
                     lin(&format!("{prefix}.ff_out"), h, c.vocab_size, false)?
                 };
@@ -400,18 +382,52 @@ impl Olmo {
             config: c.clone(),
             embed_tokens,
             layers,
-            norm: LayerNorm::plain(h, 1e-5, device)?,
+            norm: LayerNorm::plain(w, h, 1e-5)?,
             lm_head,
-            rotary: Rotary::new(
-                c.head_dim,
-                c.rope_theta,
-                c.max_position_embeddings,
-                true,
-                device,
-            )?,
+            rotary: RotaryTables::new(c.head_dim, c.rope_theta, c.max_position_embeddings)?,
+            spec: AttentionSpec {
+                heads: c.num_attention_heads,
+                kv_heads: c.num_key_value_heads,
+                head_dim: c.head_dim,
+                layout: QkvLayout::Blocks,
+            },
             dtype,
-            device: device.clone(),
+            device: w.device().clone(),
         })
+    }
+
+    /// HF name prefix of block `i` in the layout of the config (and, for AI2's layout, of the
+    /// weights: the `model.` prefix is optional there).
+    pub fn layer_prefix(c: &OlmoConfig, w: &dyn WeightSource, i: usize) -> String {
+        match c.layout {
+            OlmoLayout::Hf => format!("model.layers.{i}"),
+            OlmoLayout::Ai2 => format!("{}.blocks.{i}", ai2_prefix(w)),
+        }
+    }
+
+    /// Names (relative to a block's prefix) and (in, out) sizes of a block's linear layers.
+    pub fn block_linears(c: &OlmoConfig) -> Vec<(&'static str, usize, usize)> {
+        let h = c.hidden_size;
+        let q_dim = c.num_attention_heads * c.head_dim;
+        let kv_dim = c.num_key_value_heads * c.head_dim;
+        let inter = c.intermediate_size;
+        match c.layout {
+            OlmoLayout::Hf => vec![
+                ("self_attn.q_proj", h, q_dim),
+                ("self_attn.k_proj", h, kv_dim),
+                ("self_attn.v_proj", h, kv_dim),
+                ("self_attn.o_proj", q_dim, h),
+                ("mlp.gate_proj", h, inter),
+                ("mlp.up_proj", h, inter),
+                ("mlp.down_proj", inter, h),
+            ],
+            OlmoLayout::Ai2 => vec![
+                ("att_proj", h, q_dim + 2 * kv_dim),
+                ("attn_out", q_dim, h),
+                ("ff_proj", h, 2 * inter),
+                ("ff_out", inter, h),
+            ],
+        }
     }
 
     pub fn config(&self) -> &OlmoConfig {
@@ -427,36 +443,18 @@ impl Olmo {
     }
 
     fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let (q_dim, kv_dim) = (
-            c.num_attention_heads * c.head_dim,
-            c.num_key_value_heads * c.head_dim,
-        );
         let mut qkv = layer.qkv.forward(x)?;
-        if let Some(clip) = c.clip_qkv {
+        if let Some(clip) = self.config.clip_qkv {
             qkv = qkv.clamp(-clip, clip)?;
         }
-        let q = split_heads(&qkv.narrow(2, 0, q_dim)?, c.num_attention_heads, c.head_dim)?;
-        let k = split_heads(
-            &qkv.narrow(2, q_dim, kv_dim)?,
-            c.num_key_value_heads,
-            c.head_dim,
-        )?;
-        let v = split_heads(
-            &qkv.narrow(2, q_dim + kv_dim, kv_dim)?,
-            c.num_key_value_heads,
-            c.head_dim,
-        )?;
-        let q = self.rotary.apply(&q)?;
-        let k = self.rotary.apply(&k)?;
-        let out = causal_attention(&q, &k, &v, 1.0 / (c.head_dim as f64).sqrt())?;
+        let out = ops::attention(&qkv, &self.spec, &self.rotary)?;
         Ok(layer.o_proj.forward(&out)?)
     }
 
     fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let ug = layer.up_gate.forward(x)?;
         let h = if self.config.activation == Activation::Silu {
-            swiglu(&ug)?
+            ops::swiglu(&ug)?
         } else {
             let inter = self.config.intermediate_size;
             let up = ug.narrow(2, 0, inter)?;
@@ -481,18 +479,29 @@ impl Olmo {
             c.vocab_size,
             c.max_position_embeddings,
         )?;
-        let (b, t) = input_ids.dims2()?;
-        let x = self
-            .embed_tokens
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, t, c.hidden_size))?;
+        let x = embed(&self.embed_tokens, input_ids)?;
+        self.forward_from(x, 0, request)
+    }
+
+    /// Runs the stack from hidden state `start` (0 = embeddings), given that state (B, T, H).
+    pub fn forward_from(&self, x: Tensor, start: usize, request: &Request) -> Result<Output> {
         run_stack(
             x,
+            start,
             &self.layers,
             |layer, x| self.layer_forward(layer, x),
             |x| Ok(self.norm.forward(x)?),
             |x| Ok(self.lm_head.forward(x)?),
             request,
         )
+    }
+}
+
+/// AI2's `hf_olmo` names start with `model.transformer` or, in some exports, `transformer`.
+fn ai2_prefix(w: &dyn WeightSource) -> &'static str {
+    if w.contains("transformer.wte.weight") {
+        "transformer"
+    } else {
+        "model.transformer"
     }
 }

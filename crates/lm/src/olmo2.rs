@@ -16,15 +16,16 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{check_sizes, config_err, parse, resolve_rope, RopeParameters};
 use crate::error::Result;
-use crate::layers::{causal_attention, split_heads, swiglu, Activation, Linear, RmsNorm, Rotary};
+use crate::layers::{embed, Activation, Linear, RmsNorm};
 use crate::model::{check_inputs, run_stack, Output, Request};
+use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
+use crate::weights::WeightSource;
 
 /// `config.json` of an OLMo 2 checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +156,7 @@ struct Layer {
     post_feedforward_layernorm: RmsNorm,
 }
 
-/// An OLMo 2 model.
+/// An OLMo 2 model, built from any [`WeightSource`].
 #[derive(Debug, Clone)]
 pub struct Olmo2 {
     config: Olmo2Config,
@@ -163,59 +164,46 @@ pub struct Olmo2 {
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Linear,
-    rotary: Rotary,
+    rotary: RotaryTables,
+    spec: AttentionSpec,
     dtype: DType,
     device: Device,
 }
 
 impl Olmo2 {
-    /// Loads the weights named as in HF (`model.*`, `lm_head`).
-    pub fn load(
-        config: &Olmo2Config,
-        ck: &Checkpoint,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Builds the model from tensors named as in HF (`model.*`, `lm_head`).
+    pub fn load(config: &Olmo2Config, w: &dyn WeightSource) -> Result<Self> {
         let c = config;
         let h = c.hidden_size;
         let q_dim = c.num_attention_heads * c.head_dim;
         let kv_dim = c.num_key_value_heads * c.head_dim;
         let inter = c.intermediate_size;
         let eps = c.rms_norm_eps;
-        let lin = |name: String, din: usize, dout: usize, bias: bool| {
-            Linear::load(ck, &name, din, dout, bias, dtype, device)
-        };
+        let lin = |name: String, din: usize, dout: usize, bias: bool| Linear::load(w, &name, din, dout, bias);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}");
+            let p = Self::layer_prefix(i);
             let bias = c.attention_bias;
             let q = lin(format!("{p}.self_attn.q_proj"), h, q_dim, bias)?;
             let k = lin(format!("{p}.self_attn.k_proj"), h, kv_dim, bias)?;
             let v = lin(format!("{p}.self_attn.v_proj"), h, kv_dim, bias)?;
             let up = lin(format!("{p}.mlp.up_proj"), h, inter, false)?;
             let gate = lin(format!("{p}.mlp.gate_proj"), h, inter, false)?;
-            let norm = |name: &str, size: usize| {
-                RmsNorm::load(ck, &format!("{p}.{name}.weight"), size, eps, device)
-            };
+            let norm = |name: &str, size: usize| RmsNorm::load(w, &format!("{p}.{name}.weight"), size, eps);
             layers.push(Layer {
-                qkv: Linear::cat(&[q, k, v])?,
+                qkv: Linear::cat(vec![q, k, v])?,
                 q_norm: norm("self_attn.q_norm", q_dim)?,
                 k_norm: norm("self_attn.k_norm", kv_dim)?,
                 o_proj: lin(format!("{p}.self_attn.o_proj"), q_dim, h, bias)?,
-                up_gate: Linear::cat(&[up, gate])?,
+                up_gate: Linear::cat(vec![up, gate])?,
                 down_proj: lin(format!("{p}.mlp.down_proj"), inter, h, false)?,
                 post_attention_layernorm: norm("post_attention_layernorm", h)?,
                 post_feedforward_layernorm: norm("post_feedforward_layernorm", h)?,
             });
         }
-        let embed_tokens = ck.get(
-            "model.embed_tokens.weight",
-            &[c.vocab_size, h],
-            dtype,
-            device,
-        )?;
+        let embed_tokens = w.get("model.embed_tokens.weight", &[c.vocab_size, h], w.dtype())?;
         let lm_head = if c.tie_word_embeddings {
-            Linear::new(embed_tokens.clone(), None)
+            Linear::tied(embed_tokens.clone())
         } else {
             lin("lm_head".into(), h, c.vocab_size, false)?
         };
@@ -223,18 +211,40 @@ impl Olmo2 {
             config: c.clone(),
             embed_tokens,
             layers,
-            norm: RmsNorm::load(ck, "model.norm.weight", h, eps, device)?,
+            norm: RmsNorm::load(w, "model.norm.weight", h, eps)?,
             lm_head,
-            rotary: Rotary::new(
-                c.head_dim,
-                c.rope_theta,
-                c.max_position_embeddings,
-                true,
-                device,
-            )?,
-            dtype,
-            device: device.clone(),
+            rotary: RotaryTables::new(c.head_dim, c.rope_theta, c.max_position_embeddings)?,
+            spec: AttentionSpec {
+                heads: c.num_attention_heads,
+                kv_heads: c.num_key_value_heads,
+                head_dim: c.head_dim,
+                layout: QkvLayout::Blocks,
+            },
+            dtype: w.dtype(),
+            device: w.device().clone(),
         })
+    }
+
+    /// HF name prefix of block `i`.
+    pub fn layer_prefix(i: usize) -> String {
+        format!("model.layers.{i}")
+    }
+
+    /// Names (relative to a block's prefix) and (in, out) sizes of a block's linear layers.
+    pub fn block_linears(c: &Olmo2Config) -> Vec<(&'static str, usize, usize)> {
+        let h = c.hidden_size;
+        let q_dim = c.num_attention_heads * c.head_dim;
+        let kv_dim = c.num_key_value_heads * c.head_dim;
+        let inter = c.intermediate_size;
+        vec![
+            ("self_attn.q_proj", h, q_dim),
+            ("self_attn.k_proj", h, kv_dim),
+            ("self_attn.v_proj", h, kv_dim),
+            ("self_attn.o_proj", q_dim, h),
+            ("mlp.gate_proj", h, inter),
+            ("mlp.up_proj", h, inter),
+            ("mlp.down_proj", inter, h),
+        ]
     }
 
     pub fn config(&self) -> &Olmo2Config {
@@ -249,31 +259,23 @@ impl Olmo2 {
         &self.device
     }
 
+    /// q and k are RMS-normalised over the whole projection before the heads are split and rotated.
     fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (q_dim, kv_dim) = (
-            c.num_attention_heads * c.head_dim,
-            c.num_key_value_heads * c.head_dim,
-        );
+        let (q_dim, kv_dim) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
         let qkv = layer.qkv.forward(x)?;
         let q = layer.q_norm.forward(&qkv.narrow(2, 0, q_dim)?)?;
         let k = layer.k_norm.forward(&qkv.narrow(2, q_dim, kv_dim)?)?;
         let v = qkv.narrow(2, q_dim + kv_dim, kv_dim)?;
-        let q = self
-            .rotary
-            .apply(&split_heads(&q, c.num_attention_heads, c.head_dim)?)?;
-        let k = self
-            .rotary
-            .apply(&split_heads(&k, c.num_key_value_heads, c.head_dim)?)?;
-        let v = split_heads(&v, c.num_key_value_heads, c.head_dim)?;
-        let out = causal_attention(&q, &k, &v, 1.0 / (c.head_dim as f64).sqrt())?;
+        let qkv = Tensor::cat(&[&q, &k, &v], 2)?;
+        let out = ops::attention(&qkv, &self.spec, &self.rotary)?;
         Ok(layer.o_proj.forward(&out)?)
     }
 
     fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let ug = layer.up_gate.forward(x)?;
         let h = if self.config.activation == Activation::Silu {
-            swiglu(&ug)?
+            ops::swiglu(&ug)?
         } else {
             let inter = self.config.intermediate_size;
             let up = ug.narrow(2, 0, inter)?;
@@ -304,13 +306,15 @@ impl Olmo2 {
             c.vocab_size,
             c.max_position_embeddings,
         )?;
-        let (b, t) = input_ids.dims2()?;
-        let x = self
-            .embed_tokens
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, t, c.hidden_size))?;
+        let x = embed(&self.embed_tokens, input_ids)?;
+        self.forward_from(x, 0, request)
+    }
+
+    /// Runs the stack from hidden state `start` (0 = embeddings), given that state (B, T, H).
+    pub fn forward_from(&self, x: Tensor, start: usize, request: &Request) -> Result<Output> {
         run_stack(
             x,
+            start,
             &self.layers,
             |layer, x| self.layer_forward(layer, x),
             |x| Ok(self.norm.forward(x)?),

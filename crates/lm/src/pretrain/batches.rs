@@ -11,7 +11,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::model::SplitMix64;
+use w2sg_data::SplitMix64;
 use super::{PretrainError, Result};
 
 /// Inputs and next-token targets, both (B, T) u32.
@@ -65,10 +65,10 @@ pub fn train_batch(
 ) -> Result<Batch> {
     check_len(stream, context, "training")?;
     let span = (stream.len() - context - 1) as u64;
-    let mut rng = SplitMix64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.rotate_left(32));
+    let mut rng = SplitMix64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.rotate_left(32));
     let windows: Vec<&[u32]> = (0..batch_size)
         .map(|_| {
-            let start = (rng.next_u64() % span) as usize;
+            let start = (rng.next() % span) as usize;
             &stream[start..start + context + 1]
         })
         .collect();

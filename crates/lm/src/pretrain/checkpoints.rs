@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::model::TrainableGptNeoX;
-use super::optim::AdamW;
+use crate::optim::AdamW;
 use super::presets::PretrainConfig;
 use super::{PretrainError, Result};
 use crate::checkpoint::{read_safetensors, write_safetensors};
@@ -260,18 +260,18 @@ pub fn load_checkpoint_dir(dir: &Path, device: &Device) -> Result<TrainableGptNe
 pub fn load_optimizer(
     dir: &Path,
     model: &TrainableGptNeoX,
-    config: super::optim::AdamWConfig,
+    config: crate::optim::AdamWConfig,
     step: u64,
 ) -> Result<AdamW> {
     let path = dir.join(OPTIMIZER);
     let tensors = read_safetensors(&path)?;
-    AdamW::from_state(
+    Ok(AdamW::from_state(
         config,
         step,
         model.params(),
         tensors,
         &path.display().to_string(),
-    )
+    )?)
 }
 
 /// Writes the run's config (`pretrain_config.json`).

@@ -4,7 +4,7 @@
 //! Pipeline ([`train::pretrain`]): corpus ([`w2sg_data::corpus`], fetched and checksummed from package
 //! registries) → deterministic paragraph split → byte-level BPE ([`tokenizer`]) → token streams →
 //! random windows per step ([`batches`]) → a GPT-NeoX built from autograd-capable ops ([`model`]) →
-//! AdamW ([`optim`]) with warmup + cosine ([`schedule`]) and gradient clipping → checkpoints
+//! AdamW ([`crate::optim`]) with warmup + cosine ([`schedule`]) and gradient clipping → checkpoints
 //! `OUT/step{N}/{config.json, model.safetensors, tokenizer.json}` and `OUT/family.json`
 //! ([`checkpoints`]). The checkpoints load with [`crate::model::Model`] and with HF `transformers`
 //! (`scripts/check_pretrain_checkpoint.py`), and `w2sg lm info OUT` lists them as a family.
@@ -13,31 +13,14 @@
 //! batch of each step is a function of (seed, step), so a run restarted from that checkpoint ends
 //! with bit-identical weights (tested in `tests/pretrain.rs`).
 
-pub mod attention;
 pub mod batches;
 pub mod checkpoints;
 pub mod cli;
-pub mod fused;
 pub mod model;
-pub mod optim;
 pub mod presets;
 pub mod schedule;
 pub mod tokenizer;
 pub mod train;
-
-/// Helpers shared by the unit tests of the fused ops.
-#[cfg(test)]
-pub(crate) mod test_util {
-    use candle_core::{Device, Tensor};
-
-    /// A standard-normal f32 tensor, the same for the same seed.
-    pub fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = super::model::SplitMix64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-}
 
 use std::path::PathBuf;
 
@@ -50,7 +33,7 @@ pub use train::{pretrain, RunOptions, RunSummary};
 ///
 /// Why: candle 0.11 runs element-wise ops on ≥ 64K elements on a pool of spin-waiting threads,
 /// separate from rayon's. In a training step the only such ops left are the gradient store's sums
-/// (every other op is one of [`fused`]'s or [`attention`]'s kernels, which use rayon), and on a
+/// (every other op is one of [`crate::ops`]' kernels, which use rayon), and on a
 /// machine with no idle core the main thread spins in that pool's barrier waiting for a descheduled
 /// worker: with 2 threads on 2 shared cores that cost about 30 % of the step. The sums are
 /// memory-bound, so running them serially loses little when cores are idle.

@@ -27,7 +27,7 @@ use super::checkpoints::{
     write_manifest, write_run_config, TrainerState,
 };
 use super::model::TrainableGptNeoX;
-use super::optim::{AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig};
 use super::presets::PretrainConfig;
 use super::schedule::{checkpoint_steps, learning_rate};
 use super::tokenizer::{encode_stream, save_tokenizer, train_tokenizer};

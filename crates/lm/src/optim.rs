@@ -1,4 +1,5 @@
-//! AdamW with a savable state, global-norm gradient clipping.
+//! AdamW with a savable state, global-norm gradient clipping: the one optimizer of pre-training and
+//! fine-tuning.
 //!
 //! The update is PyTorch's `torch.optim.AdamW` (decoupled weight decay applied before the moment
 //! update, bias-corrected moments, `eps` added to `√v̂`), so a PyTorch peer with the same hyper-parameters
@@ -18,8 +19,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::model::Param;
-use super::{PretrainError, Result};
+use crate::error::{LmError, Result};
+use crate::weights::Param;
 
 /// AdamW hyper-parameters (the learning rate comes from the schedule at each step).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,7 +99,10 @@ impl AdamW {
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for (i, p) in params.iter().enumerate() {
             let g = grads.get(p.var.as_tensor()).ok_or_else(|| {
-                PretrainError::Config(format!("parameter `{}` received no gradient", p.name))
+                LmError::Compute(candle_core::Error::Msg(format!(
+                    "parameter `{}` received no gradient",
+                    p.name
+                )))
             })?;
             let h = Hyper {
                 beta1: c.beta1,
@@ -228,10 +232,10 @@ impl AdamW {
             for (prefix, out) in [("m", &mut m), ("v", &mut v)] {
                 let name = format!("{prefix}.{}", p.name);
                 let t = tensors.remove(&name).ok_or_else(|| {
-                    PretrainError::Resume(format!("{what}: tensor `{name}` not found"))
+                    LmError::Input(format!("{what}: tensor `{name}` not found"))
                 })?;
                 if t.dims() != p.var.dims() {
-                    return Err(PretrainError::Resume(format!(
+                    return Err(LmError::Input(format!(
                         "{what}: tensor `{name}` has shape {:?}, expected {:?}",
                         t.dims(),
                         p.var.dims()
