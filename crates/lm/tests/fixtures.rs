@@ -88,6 +88,23 @@ fn bf16_matches_transformers_within_bf16_tolerance() {
     }
 }
 
+/// Every fixture through the composite candle ops that GPU builds run (the fused CPU ops switched
+/// off), on the same CPU tensors: the fallback path computes what transformers computes too.
+#[test]
+fn composite_path_matches_transformers() {
+    for (dir, reference) in [
+        ("neox-parallel-rot25", "neox-parallel-rot25"),
+        ("neox-sequential-rot100", "neox-sequential-rot100"),
+        ("olmo-hf", "olmo-hf"),
+        ("olmo-ai2", "olmo-hf"),
+        ("olmo2", "olmo2"),
+    ] {
+        w2sg_lm::ops::with_composite_ops(|| {
+            assert_matches(&fixtures().join(dir), reference, DType::F32, F32_TOL)
+        });
+    }
+}
+
 /// Features pool at the last real token found from the attention mask — text 1 ends with token id 0
 /// (`<|endoftext|>`, a real token), and the batch is padded — and mean-pool over real tokens only.
 /// Truncation keeps the first tokens (so the feature is the reference hidden state at the cut) and is
