@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod features;
+pub mod finetune;
 pub mod gpt_neox;
 pub mod hub;
 pub mod layers;
