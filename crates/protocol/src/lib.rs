@@ -46,7 +46,7 @@ pub mod transition;
 pub use error::{Error, Result};
 pub use features::{Features, Targets};
 pub use key::{UnitKey, UnitKind, UnitSpec};
-pub use loss::{LogconfConfig, Loss, ProductConfig, Ramp};
+pub use loss::{LogconfConfig, Loss, LossState, ProductConfig, Ramp};
 pub use metrics::{accuracy, agreement, auroc, binomial_se, ece, EvalMetrics};
 pub use pgr::{pgr, PgrConfig, PgrEstimate, SeedOutcomes};
 pub use probe::{FitReport, Probe, ProbeConfig, ProbeParams};

@@ -199,9 +199,10 @@ pub fn product_target(z: f64, y: f64, cfg: &ProductConfig) -> f64 {
     sigmoid(cfg.beta * z + cfg.alpha * logit_y)
 }
 
-/// Per-run state of a loss: turns a batch's logits and weak labels into effective targets.
+/// Per-run state of a loss: turns a batch's logits and weak labels into effective targets. The
+/// mini-batch probe trainer and the sweep's fine-tuned students both train through it.
 #[derive(Clone, Debug)]
-pub(crate) struct LossState {
+pub struct LossState {
     loss: Loss,
     /// logconf: the level q (training-set mean weak label) and the window of recent logits.
     level: f64,
@@ -210,7 +211,7 @@ pub(crate) struct LossState {
 
 impl LossState {
     /// `train_targets` are the whole training set's labels (for logconf's level and default window).
-    pub(crate) fn new(loss: &Loss, train_targets: &[f64]) -> Self {
+    pub fn new(loss: &Loss, train_targets: &[f64]) -> Self {
         let level = train_targets.iter().sum::<f64>() / train_targets.len().max(1) as f64;
         let window = match loss {
             Loss::Logconf(c) => Some(RunningQuantile::new(
@@ -226,7 +227,7 @@ impl LossState {
     }
 
     /// Writes t̂ for each example of a batch; returns the hardening threshold used (logconf only).
-    pub(crate) fn targets(
+    pub fn targets(
         &mut self,
         step_frac: f64,
         logits: &[f64],

@@ -29,6 +29,8 @@ use crate::error::Result;
 pub struct SeedRow {
     pub family: String,
     pub task: String,
+    /// `probe`, or the fine-tuning mode (`finetune-all`, `lora-8`, …).
+    pub mode: String,
     pub loss: String,
     pub revision: String,
     pub step: Option<u64>,
@@ -53,6 +55,7 @@ pub struct SeedRow {
 pub struct StepRow {
     pub family: String,
     pub task: String,
+    pub mode: String,
     pub loss: String,
     pub revision: String,
     pub step: Option<u64>,
@@ -87,6 +90,7 @@ pub struct StepRow {
 pub struct Transition {
     pub family: String,
     pub task: String,
+    pub mode: String,
     pub loss: String,
     /// First step from which w2s beats weak by more than z SEs at every later step.
     pub sustained_step: Option<u64>,
@@ -178,16 +182,29 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
                 Found::Missing => {}
             }
         }
+        let tuned = crate::engine::finetuned_groups(resolved);
+        let mut modes: Vec<Option<String>> = Vec::new();
+        if plan.probes() {
+            modes.push(None);
+        }
+        if plan.finetunes() {
+            modes.push(Some(plan.finetune.mode_name()));
+        }
         for (family, checkpoints) in &resolved.families {
-            for loss in &plan.losses {
+            for mode in &modes {
+              for loss in &plan.losses {
                 let mut diffs = Vec::new();
                 let mut step_pgrs = Vec::new();
                 for ck in checkpoints {
+                    if mode.is_some() && !tuned.contains(&ck.group()) {
+                        continue;
+                    }
                     let row = analyse_checkpoint(
                         resolved,
                         store,
                         ds,
                         ck,
+                        mode.as_deref(),
                         loss,
                         &weak,
                         weak_error.as_deref(),
@@ -198,8 +215,10 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
                     )?;
                     out.steps.push(row);
                 }
-                out.transitions
-                    .push(transition(plan, family, &ds.name, loss, &diffs, &step_pgrs));
+                let mut t = transition(plan, family, &ds.name, loss, &diffs, &step_pgrs);
+                t.mode = mode.clone().unwrap_or_else(|| "probe".into());
+                out.transitions.push(t);
+              }
             }
         }
     }
@@ -212,6 +231,7 @@ fn analyse_checkpoint(
     store: &Store,
     ds: &crate::dataset::Dataset,
     ck: &CheckpointRef,
+    mode: Option<&str>,
     loss: &str,
     weak: &BTreeMap<u64, WeakSeed>,
     weak_error: Option<&str>,
@@ -226,7 +246,9 @@ fn analyse_checkpoint(
     let mut error: Option<String> = weak_error.map(str::to_string);
     let mut failed = 0;
     // A checkpoint whose features failed has no probe units at all: report the features' error.
-    if let Some(UnitStatus::Failed) = store.status(&features_spec(plan, ck, ds)?.key()?)? {
+    if mode.is_some() {
+        // Fine-tuned students do not read features.
+    } else if let Some(UnitStatus::Failed) = store.status(&features_spec(plan, ck, ds)?.key()?)? {
         if let Found::Failed(e) = find(store, &features_spec(plan, ck, ds)?.key()?)? {
             failed += 1;
             error = Some(e);
@@ -237,14 +259,12 @@ fn analyse_checkpoint(
             continue;
         };
         let wkey = weak_spec(plan, &resolved.weak, ds, seed)?.key()?;
-        let ceiling = find(
-            store,
-            &probe_spec(plan, ck, ds, seed, CEILING, None)?.key()?,
-        )?;
-        let student = find(
-            store,
-            &probe_spec(plan, ck, ds, seed, loss, Some(&wkey))?.key()?,
-        )?;
+        let spec = |l: &str, wk: Option<&UnitKey>| match mode {
+            None => probe_spec(plan, ck, ds, seed, l, wk),
+            Some(_) => crate::finetune::finetune_spec(plan, ck, ds, seed, l, wk),
+        };
+        let ceiling = find(store, &spec(CEILING, None)?.key()?)?;
+        let student = find(store, &spec(loss, Some(&wkey))?.key()?)?;
         let (c_res, c_probs, s_res, s_probs) = match (ceiling, student) {
             (Found::Done(a, b), Found::Done(c, d)) => (a, b, c, d),
             (Found::Failed(e), _) | (_, Found::Failed(e)) => {
@@ -280,6 +300,7 @@ fn analyse_checkpoint(
         rows.push(SeedRow {
             family: ck.family.clone(),
             task: ds.name.clone(),
+            mode: mode.unwrap_or("probe").to_string(),
             loss: loss.to_string(),
             revision: ck.revision.clone(),
             step: ck.step,
@@ -311,6 +332,7 @@ fn analyse_checkpoint(
     let mut row = StepRow {
         family: ck.family.clone(),
         task: ds.name.clone(),
+        mode: mode.unwrap_or("probe").to_string(),
         loss: loss.to_string(),
         revision: ck.revision.clone(),
         step: ck.step,
@@ -408,6 +430,7 @@ fn transition(
     Transition {
         family: family.to_string(),
         task: task.to_string(),
+        mode: "probe".into(),
         loss: loss.to_string(),
         sustained_step,
         z,

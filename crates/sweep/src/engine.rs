@@ -464,7 +464,7 @@ fn store_problem(store: &Store, key: &UnitKey, problem: &str) -> Error {
     })
 }
 
-fn metrics_json(m: &EvalMetrics, out: &mut Map<String, Value>) {
+pub(crate) fn metrics_json(m: &EvalMetrics, out: &mut Map<String, Value>) {
     out.insert("accuracy".into(), json!(m.accuracy));
     out.insert("accuracy_se".into(), json!(m.accuracy_se));
     out.insert("auroc".into(), json!(m.auroc));
@@ -633,8 +633,23 @@ impl RunReport {
 }
 
 /// Units per checkpoint and task: features, then per seed the ceiling and one w2s per loss.
-pub fn units_per_checkpoint(plan: &Plan) -> usize {
-    1 + plan.seeds.len() * (1 + plan.losses.len())
+
+/// The checkpoints of `resolved` that get fine-tuned students (by group), per the plan's
+/// `[finetune] revisions`.
+pub fn finetuned_groups(resolved: &Resolved) -> std::collections::BTreeSet<String> {
+    let plan = &resolved.plan;
+    let mut out = std::collections::BTreeSet::new();
+    if !plan.finetunes() {
+        return out;
+    }
+    for (_, cks) in &resolved.families {
+        for (i, ck) in cks.iter().enumerate() {
+            if plan.finetune.selects(ck, i, cks.len()) {
+                out.insert(ck.group());
+            }
+        }
+    }
+    out
 }
 
 /// Runs (or resumes) every unit of `resolved` in this shard into `store`.
@@ -650,9 +665,13 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
         .flat_map(|(_, cks)| cks.iter().cloned())
         .collect();
     let mine: Vec<&CheckpointRef> = opts.shard.select(&all, CheckpointRef::group);
+    let tuned = finetuned_groups(resolved);
     report.checkpoints = mine.len();
-    let per_task = units_per_checkpoint(plan);
-    let total = (resolved.datasets.len() * (mine.len() * per_task + 1 + plan.seeds.len())) as u64;
+    let students = plan.seeds.len() * (1 + plan.losses.len());
+    let probe_units = if plan.probes() { 1 + students } else { 0 };
+    let tuned_here = mine.iter().filter(|c| tuned.contains(&c.group())).count();
+    let per_task = mine.len() * probe_units + tuned_here * students;
+    let total = (resolved.datasets.len() * (per_task + 1 + plan.seeds.len())) as u64;
     let bar = crate::progress::bar(opts.progress, total, "units");
 
     for ds in &resolved.datasets {
@@ -717,6 +736,20 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
                 &mut report,
                 &bar,
             )?;
+            if tuned.contains(&ck.group()) {
+                run_finetuned(
+                    plan,
+                    ck,
+                    ds,
+                    store,
+                    opts,
+                    &splits,
+                    &weak_keys,
+                    &weak_blobs,
+                    &mut report,
+                    &bar,
+                )?;
+            }
         }
     }
     bar.finish_and_clear();
@@ -736,6 +769,9 @@ fn run_checkpoint(
     report: &mut RunReport,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
+    if !plan.probes() {
+        return Ok(());
+    }
     // Every probe spec of this checkpoint; if all are finished there is nothing to load.
     let mut probes: Vec<(u64, String, UnitSpec)> = Vec::new();
     for &seed in &plan.seeds {
@@ -805,6 +841,61 @@ fn run_checkpoint(
             &o,
         );
         bar.inc(1);
+    }
+    Ok(())
+}
+
+/// The fine-tuned students of one checkpoint (see [`crate::finetune`]): per seed, the ceiling and one
+/// w2s student per loss.
+#[allow(clippy::too_many_arguments)]
+fn run_finetuned(
+    plan: &Plan,
+    ck: &CheckpointRef,
+    ds: &Dataset,
+    store: &Store,
+    opts: &RunOptions,
+    splits: &BTreeMap<u64, Split>,
+    weak_keys: &BTreeMap<u64, Option<UnitKey>>,
+    weak_blobs: &BTreeMap<u64, (Vec<f64>, Vec<f64>)>,
+    report: &mut RunReport,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    use crate::finetune::{finetune_spec, finetune_student};
+    for &seed in &plan.seeds {
+        let split = &splits[&seed];
+        let mut students = vec![(CEILING.to_string(), None)];
+        for loss in &plan.losses {
+            match &weak_keys[&seed] {
+                Some(wk) => students.push((loss.clone(), Some(wk))),
+                None => {
+                    report.units_blocked += 1;
+                    bar.inc(1);
+                }
+            }
+        }
+        for (loss, wk) in students {
+            let spec = finetune_spec(plan, ck, ds, seed, &loss, wk)?;
+            let weak = if loss == CEILING {
+                None
+            } else {
+                weak_blobs.get(&seed).map(|(b, t)| (b.as_slice(), t.as_slice()))
+            };
+            bar.set_message(format!(
+                "{} · {}/{} · fine-tuning {loss} seed {seed}",
+                ds.name, ck.family, ck.revision
+            ));
+            let o = store.run_unit(&spec, opts.policy, || {
+                finetune_student(plan, ck, ds, split, seed, &loss, weak)
+            })?;
+            report.count(
+                &format!(
+                    "fine-tuned {loss} student of {}/{} on {} seed {seed}",
+                    ck.family, ck.revision, ds.name
+                ),
+                &o,
+            );
+            bar.inc(1);
+        }
     }
     Ok(())
 }

@@ -58,6 +58,7 @@ fn csv_bytes<T: serde::Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 struct TransitionCsv<'a> {
     family: &'a str,
     task: &'a str,
+    mode: &'a str,
     loss: &'a str,
     sustained_step: Option<u64>,
     z: f64,
@@ -78,6 +79,7 @@ fn transition_csv(t: &Transition) -> TransitionCsv<'_> {
     TransitionCsv {
         family: &t.family,
         task: &t.task,
+        mode: &t.mode,
         loss: &t.loss,
         sustained_step: t.sustained_step,
         z: t.z,
@@ -164,19 +166,32 @@ fn panels(analysis: &Analysis) -> Vec<(String, String)> {
     v
 }
 
-fn rows_of<'a>(analysis: &'a Analysis, family: &str, task: &str, loss: &str) -> Vec<&'a StepRow> {
+/// The label of a student series: the loss for probes, "mode loss" for fine-tuned students.
+fn series(mode: &str, loss: &str) -> String {
+    if mode == "probe" {
+        loss.to_string()
+    } else {
+        format!("{mode} {loss}")
+    }
+}
+
+fn rows_of<'a>(analysis: &'a Analysis, family: &str, task: &str, label: &str) -> Vec<&'a StepRow> {
     analysis
         .steps
         .iter()
-        .filter(|r| r.family == family && r.task == task && r.loss == loss && r.step.is_some())
+        .filter(|r| {
+            r.family == family && r.task == task && series(&r.mode, &r.loss) == label && r.step.is_some()
+        })
         .collect()
 }
 
+/// The student series of a panel, probes first.
 fn losses(analysis: &Analysis, family: &str, task: &str) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for r in &analysis.steps {
-        if r.family == family && r.task == task && !v.contains(&r.loss) {
-            v.push(r.loss.clone());
+        let l = series(&r.mode, &r.loss);
+        if r.family == family && r.task == task && !v.contains(&l) {
+            v.push(l);
         }
     }
     v
@@ -198,6 +213,7 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
     .hline(RefLine::new("PGR = 0", 0.0).color(palette(7)));
     let losses = losses(analysis, family, task);
     let mut weak_done = false;
+    let mut ceilings_done: Vec<String> = Vec::new();
     for (li, loss) in losses.iter().enumerate() {
         let rows: Vec<&StepRow> = rows_of(analysis, family, task, loss)
             .into_iter()
@@ -215,14 +231,23 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
             let weak = get(|r| r.acc_weak);
             let w = weak.iter().copied().filter(|v| v.is_finite()).sum::<f64>()
                 / weak.iter().filter(|v| v.is_finite()).count().max(1) as f64;
-            acc = acc
-                .hline(RefLine::new("weak supervisor", w).color(palette(3)))
-                .line(
-                    LineSeries::from_xy("ceiling (ground truth)", &xs, &get(|r| r.acc_ceiling))
-                        .color(palette(2))
-                        .marker(Marker::Square)
-                        .band_sd(&get(|r| r.acc_ceiling_se)),
-                );
+            acc = acc.hline(RefLine::new("weak supervisor", w).color(palette(3)));
+        }
+        // One ceiling per training mode: the probe's, and the fine-tuned model's.
+        let mode = rows[0].mode.clone();
+        if !ceilings_done.contains(&mode) {
+            let (label, marker) = if mode == "probe" {
+                ("ceiling (ground truth)".to_string(), Marker::Square)
+            } else {
+                (format!("ceiling ({mode})"), Marker::Triangle)
+            };
+            acc = acc.line(
+                LineSeries::from_xy(label, &xs, &get(|r| r.acc_ceiling))
+                    .color(palette(if ceilings_done.is_empty() { 2 } else { 6 }))
+                    .marker(marker)
+                    .band_sd(&get(|r| r.acc_ceiling_se)),
+            );
+            ceilings_done.push(mode);
         }
         // Weak and ceiling take palette colours 3 and 2; the losses take the others.
         let color = palette([0, 1, 4, 5][li % 4]);
@@ -248,7 +273,7 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
         if let Some(t) = analysis
             .transitions
             .iter()
-            .find(|t| t.family == family && t.task == task && &t.loss == loss)
+            .find(|t| t.family == family && t.task == task && &series(&t.mode, &t.loss) == loss)
         {
             if let Some(s) = t.sustained_step {
                 let line = RefLine::new(format!("w2s > weak from step {s} ({loss})"), step_x(s))
@@ -344,7 +369,7 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
             vec![
                 t.family.clone(),
                 t.task.clone(),
-                t.loss.clone(),
+                series(&t.mode, &t.loss),
                 t.sustained_step.map_or("never".into(), |s| s.to_string()),
                 if unidentified {
                     "outside the observed steps".into()
@@ -362,7 +387,7 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
         [
             "family",
             "task",
-            "loss",
+            "student",
             "w2s > weak from step",
             "sigmoid midpoint (step)",
             "95% interval",
@@ -387,7 +412,7 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
             vec![
                 r.family.clone(),
                 r.task.clone(),
-                r.loss.clone(),
+                series(&r.mode, &r.loss),
                 r.revision.clone(),
                 p(r.acc_weak),
                 p(r.acc_w2s),
@@ -405,7 +430,7 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
         [
             "family",
             "task",
-            "loss",
+            "student",
             "last checkpoint",
             "weak",
             "w2s",

@@ -34,7 +34,10 @@
 //! l2 = 1e-3
 //!
 //! [train]                              # mini-batch Adam for the logconf and product students
+//! mode = "probe"                       # "probe", "finetune", or ["probe", "finetune"]
 //! epochs = 10
+//!
+//! [finetune]                           # fine-tuned students (see crate::finetune): layers, lora_rank, …
 //!
 //! [logconf]                            # aux_coef, warmup_frac, ramp, window
 //! [product]                            # alpha, beta
@@ -77,6 +80,8 @@ pub struct Plan {
     pub probe: ProbeParams,
     #[serde(default)]
     pub train: TrainPlan,
+    #[serde(default)]
+    pub finetune: crate::finetune::FinetunePlan,
     #[serde(default)]
     pub logconf: LogconfConfig,
     #[serde(default)]
@@ -240,6 +245,8 @@ impl Default for FeaturePlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainPlan {
+    /// Which students: "probe" (linear probes on features), "finetune" ([`crate::finetune`]), or both.
+    pub mode: crate::finetune::Modes,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -250,6 +257,7 @@ pub struct TrainPlan {
 impl Default for TrainPlan {
     fn default() -> Self {
         TrainPlan {
+            mode: Default::default(),
             epochs: 10,
             batch_size: 32,
             lr: 1e-2,
@@ -452,11 +460,35 @@ impl Plan {
                     .map_err(|e| e.to_string())?;
             }
         }
+        let modes = self.train.mode.list();
+        if modes.is_empty() {
+            return Err("train.mode is an empty list".into());
+        }
+        let mut seen_modes = std::collections::BTreeSet::new();
+        for m in &modes {
+            if !matches!(m.as_str(), "probe" | "finetune") {
+                return Err(format!("train.mode: unknown mode \"{m}\" (known: probe, finetune)"));
+            }
+            if !seen_modes.insert(m) {
+                return Err(format!("train.mode lists \"{m}\" twice"));
+            }
+        }
+        self.finetune.validate()?;
         self.pgr.validate().map_err(|e| e.to_string())?;
         if !(self.transition.z.is_finite() && self.transition.z > 0.0) {
             return Err(format!("transition.z: {} is not > 0", self.transition.z));
         }
         Ok(())
+    }
+
+    /// Whether linear probes run.
+    pub fn probes(&self) -> bool {
+        self.train.mode.list().iter().any(|m| m == "probe")
+    }
+
+    /// Whether fine-tuned students run.
+    pub fn finetunes(&self) -> bool {
+        self.train.mode.list().iter().any(|m| m == "finetune")
     }
 
     /// The label of a family.

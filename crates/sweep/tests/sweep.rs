@@ -290,3 +290,80 @@ fn a_corrupt_weak_model_fails_its_units_and_blocks_only_the_students() {
         .count();
     assert_eq!(ceilings, 9 * 2);
 }
+
+/// The plan of the micro fixture with fine-tuned students beside the probes (last block + LoRA, at
+/// every other checkpoint).
+fn finetune_plan(f: &Fixture, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&f.plan).unwrap();
+    let text = text.replace("[train]\n", "[train]\nmode = [\"probe\", \"finetune\"]\n")
+        + "\n[finetune]\nlayers = 1\nlora_rank = 2\nepochs = 1\nlr = 1e-3\nbatch_size = 16\nmax_tokens = 32\nrevisions = { every = 4 }\n";
+    let path = f.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn fine_tuned_students_sit_beside_the_probes_resume_and_merge() {
+    let f = shared_fixture();
+    let plan = finetune_plan(f, "plan-finetune.toml");
+    let out = scratch("finetune");
+    let first = run_command(&plan, &out, &opts(ShardSpec::all())).unwrap();
+    // Probes as before, plus at steps 0, 8 and 24 (every 4th of the 9, and the last): 2 seeds × 3
+    // students each.
+    assert_eq!(first.units_done, 9 * (1 + 2 * 3) + 1 + 2 + 3 * 2 * 3);
+    assert_eq!(first.units_failed, 0);
+    let rows = read_csv(&out.join("results.csv"));
+    let tuned: Vec<_> = rows.iter().filter(|r| r["mode"] == "lora-2-last-1").collect();
+    assert_eq!(rows.iter().filter(|r| r["mode"] == "probe").count(), 9 * 2);
+    assert_eq!(tuned.len(), 3 * 2);
+    let revs: std::collections::BTreeSet<&str> = tuned.iter().map(|r| r["revision"].as_str()).collect();
+    assert_eq!(revs, ["step0", "step24", "step8"].into_iter().collect());
+    for r in &tuned {
+        assert_eq!(r["status"], "ok", "{r:?}");
+        let c = num(r, "acc_ceiling").unwrap();
+        assert!((0.0..=1.0).contains(&c));
+        // The weak supervisor is the probe's: the same weak accuracy as the probe rows.
+        let probe = rows.iter().find(|p| p["mode"] == "probe" && p["revision"] == r["revision"] && p["loss"] == r["loss"]).unwrap();
+        assert_eq!(r["acc_weak"], probe["acc_weak"]);
+    }
+    assert_eq!(read_csv(&out.join("transitions.csv")).len(), 4);
+    let csv = std::fs::read(out.join("results.csv")).unwrap();
+    // Nothing runs again; the same plan on 2 shards, merged, gives the same store.
+    let again = run_command(&plan, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(again.units_done, 0);
+    let sharded = scratch("finetune-sharded");
+    for i in 0..2 {
+        run_command(&plan, &sharded, &opts(ShardSpec::new(i, 2).unwrap())).unwrap();
+    }
+    let shards: Vec<PathBuf> = (0..2).map(|i| sharded.join("shards").join(format!("shard-{i}-of-2.sqlite"))).collect();
+    w2sg_protocol::store::merge(&sharded.join("results.sqlite"), &shards).unwrap();
+    assert_eq!(digest(&sharded.join("results.sqlite")), digest(&out.join("results.sqlite")));
+    // Probe-only reruns of a finished fine-tuning sweep reuse the probe units (their keys did not
+    // change): a probe-only plan on the same store runs nothing.
+    let probe_only = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(probe_only.units_done, 0);
+    assert_ne!(std::fs::read(out.join("results.csv")).unwrap(), csv);
+}
+
+#[test]
+fn bad_finetune_settings_are_plan_errors_naming_the_key() {
+    let f = shared_fixture();
+    for (bad, key) in [
+        ("[finetune]\nlayers = \"most\"\n", "finetune.layers"),
+        ("[finetune]\nepochs = 0\n", "epochs"),
+        ("[finetune]\nlora_rank = 2\nlayers = 0\n", "lora_rank"),
+        ("[finetune]\nlearning_rate = 1e-4\n", "learning_rate"),
+    ] {
+        let text = std::fs::read_to_string(&f.plan).unwrap() + "\n" + bad;
+        let path = f.dir.join("plan-bad-finetune.toml");
+        std::fs::write(&path, text).unwrap();
+        let e = run_command(&path, &scratch("bad-ft"), &opts(ShardSpec::all())).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    let text = std::fs::read_to_string(&f.plan).unwrap().replace("[train]\n", "[train]\nmode = \"fine-tune\"\n");
+    let path = f.dir.join("plan-bad-mode.toml");
+    std::fs::write(&path, text).unwrap();
+    let e = run_command(&path, &scratch("bad-mode"), &opts(ShardSpec::all())).unwrap_err();
+    assert!(e.to_string().contains("train.mode"), "{e}");
+}

@@ -1,0 +1,276 @@
+//! Fine-tuned students: the `finetune` training mode of a sweep, beside the linear probes.
+//!
+//! ```toml
+//! [train]
+//! mode = ["probe", "finetune"]   # "probe" (default), "finetune", or both
+//!
+//! [finetune]
+//! layers = "all"                 # "all", or k = the last k blocks (+ final norm and head); 0 = head only
+//! lora_rank = 0                  # > 0: LoRA adapters of this rank on the trained blocks, base frozen
+//! lora_alpha = 16.0
+//! epochs = 2
+//! lr = 5e-5                      # default 5e-5 for full / last-k fine-tuning, 2e-4 with LoRA
+//! batch_size = 32
+//! grad_accumulation = 1
+//! warmup_frac = 0.1              # linear warmup, then cosine decay to 0
+//! weight_decay = 0.0
+//! max_tokens = 128
+//! revisions = "all"              # which of the swept checkpoints are also fine-tuned: "all", a list,
+//!                                # or { every = N } (every N-th in training order, always the last)
+//! ```
+//!
+//! Learning-rate defaults: 5e-5 is the example of Burns et al.'s full fine-tuning (their `lr`
+//! argument's default for GPT-2-sized models); LoRA starts from a zero update (B = 0), so its adapters
+//! need a larger step, and 2e-4 is the common starting point for LoRA on models of this size. Both are
+//! plan keys: set `lr` for your family.
+//!
+//! Units: each fine-tuned student (the ceiling on half B's true labels, and one w2s student per loss
+//! on the weak supervisor's soft labels) is one unit of the store, of kind `probe` with an extra
+//! `mode` field (`finetune-all`, `finetune-last-2`, `head-only`, `lora-8`, …) and a config hash over
+//! the split, the fine-tuning settings and the loss settings; probe units keep their keys, so adding
+//! fine-tuning to a finished probe sweep reruns nothing. A unit is re-run from the start after a
+//! kill (fine-tuning is deterministic, so the result is the same). The weak supervisor stays the
+//! probe on its features.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map};
+
+use w2sg_lm::features::Pooling;
+use w2sg_lm::finetune::{FinetuneConfig, Layers, TargetRequest};
+use w2sg_protocol::key::config_hash;
+use w2sg_protocol::{EvalMetrics, Loss, LossState, UnitKey, UnitKind, UnitOutput, UnitSpec};
+
+use crate::dataset::{Dataset, Split};
+use crate::engine::{CheckpointRef, CEILING, ECE_BINS};
+use crate::plan::{Plan, Revisions};
+
+/// `[train] mode`: one mode or a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Modes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Modes::One("probe".into())
+    }
+}
+
+impl Modes {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Modes::One(m) => vec![m.clone()],
+            Modes::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `layers = "all"` or a number of blocks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LayersPlan {
+    Named(String),
+    Last(usize),
+}
+
+/// The `[finetune]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetunePlan {
+    pub layers: LayersPlan,
+    pub lora_rank: usize,
+    pub lora_alpha: f64,
+    pub epochs: usize,
+    /// Default: 5e-5, or 2e-4 with LoRA.
+    pub lr: Option<f64>,
+    pub batch_size: usize,
+    pub grad_accumulation: usize,
+    pub warmup_frac: f64,
+    pub weight_decay: f64,
+    pub max_tokens: usize,
+    pub revisions: Revisions,
+}
+
+impl Default for FinetunePlan {
+    fn default() -> Self {
+        FinetunePlan {
+            layers: LayersPlan::Named("all".into()),
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            epochs: 2,
+            lr: None,
+            batch_size: 32,
+            grad_accumulation: 1,
+            warmup_frac: 0.1,
+            weight_decay: 0.0,
+            max_tokens: 128,
+            revisions: Revisions::All("all".into()),
+        }
+    }
+}
+
+impl FinetunePlan {
+    /// The lm crate's settings for one student (the seed is the unit's).
+    pub fn config(&self, pooling: Pooling, seed: u64) -> std::result::Result<FinetuneConfig, String> {
+        let layers = match &self.layers {
+            LayersPlan::Named(s) if s == "all" => Layers::All,
+            LayersPlan::Named(s) => {
+                return Err(format!("finetune.layers: \"{s}\" is not \"all\" or a number of blocks"))
+            }
+            LayersPlan::Last(k) => Layers::Last(*k),
+        };
+        let c = FinetuneConfig {
+            layers,
+            lora_rank: self.lora_rank,
+            lora_alpha: self.lora_alpha,
+            epochs: self.epochs,
+            lr: self.lr.unwrap_or(if self.lora_rank > 0 { 2e-4 } else { 5e-5 }),
+            batch_size: self.batch_size,
+            grad_accumulation: self.grad_accumulation,
+            warmup_frac: self.warmup_frac,
+            weight_decay: self.weight_decay,
+            max_tokens: self.max_tokens,
+            pooling,
+            seed,
+        };
+        c.validate().map_err(|e| e.to_string().replace("finetune: ", "finetune."))?;
+        Ok(c)
+    }
+
+    /// Checks the section (and the revision selector) without reading models.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.config(Pooling::LastToken, 0)?;
+        match &self.revisions {
+            Revisions::All(s) if s != "all" => {
+                Err(format!("finetune.revisions: must be \"all\", a list or {{ every = N }}, not \"{s}\""))
+            }
+            Revisions::Every { every: 0 } => Err("finetune.revisions.every must be at least 1".into()),
+            Revisions::List(l) if l.is_empty() => Err("finetune.revisions is an empty list".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The mode name in tables (`finetune-all`, `lora-8`, …).
+    pub fn mode_name(&self) -> String {
+        self.config(Pooling::LastToken, 0)
+            .map(|c| c.mode_name())
+            .unwrap_or_else(|_| "finetune".into())
+    }
+
+    /// Whether checkpoint `ck` (at position `i` of the family's `n` swept checkpoints) is fine-tuned.
+    pub fn selects(&self, ck: &CheckpointRef, i: usize, n: usize) -> bool {
+        match &self.revisions {
+            Revisions::All(_) => true,
+            Revisions::List(l) => l.iter().any(|r| r == &ck.revision),
+            Revisions::Every { every } => i % every == 0 || i + 1 == n,
+        }
+    }
+}
+
+/// The fine-tuned student unit of (checkpoint, task, seed, loss); `weak_key` for w2s students.
+pub fn finetune_spec(
+    plan: &Plan,
+    ck: &CheckpointRef,
+    ds: &Dataset,
+    seed: u64,
+    loss: &str,
+    weak_key: Option<&UnitKey>,
+) -> crate::error::Result<UnitSpec> {
+    let ft = &plan.finetune;
+    let pooling: Pooling = ds.pooling.parse().unwrap_or(Pooling::LastToken);
+    let cfg = ft.config(pooling, seed).map_err(|problem| crate::error::Error::Input {
+        what: "plan [finetune]".into(),
+        problem,
+    })?;
+    let training = match loss {
+        CEILING | "xent" => json!("xent"),
+        other => json!(plan.train_params(other, seed).loss),
+    };
+    let config = config_hash(&json!({
+        "finetune": format!("{cfg:?}"),
+        "split": plan.split,
+        "dtype": "f32",
+        "loss": training,
+    }))?;
+    let mut spec = UnitSpec::new(UnitKind::Probe, &ck.content_id(), &ds.fingerprint, &config)
+        .seed(seed)
+        .loss(loss)
+        .extra("mode", &cfg.mode_name());
+    spec.step = ck.step;
+    if let Some(k) = weak_key {
+        spec = spec.extra("weak_labels", k.as_str());
+    }
+    Ok(spec)
+}
+
+/// Trains one fine-tuned student and evaluates it on the test split: the unit's computation.
+pub fn finetune_student(
+    plan: &Plan,
+    ck: &CheckpointRef,
+    ds: &Dataset,
+    split: &Split,
+    seed: u64,
+    loss: &str,
+    weak: Option<(&[f64], &[f64])>,
+) -> std::result::Result<UnitOutput, String> {
+    if let Err(e) = &ck.fingerprint {
+        return Err(e.clone());
+    }
+    let pooling: Pooling = ds.pooling.parse().map_err(|e: w2sg_lm::LmError| e.to_string())?;
+    let cfg = plan.finetune.config(pooling, seed)?;
+    let targets: Vec<f64> = match (loss, weak) {
+        (CEILING, _) => w2sg_protocol::features::hard_targets(&ds.labels_at(&split.strong)),
+        (_, Some((on_b, _))) => on_b.to_vec(),
+        (_, None) => return Err(format!("the {loss} student needs weak labels")),
+    };
+    let loss_kind = match loss {
+        CEILING | "xent" => Loss::Xent,
+        other => plan.train_params(other, seed).loss,
+    };
+    let mut state = LossState::new(&loss_kind, &targets);
+    let mut provider = |r: &TargetRequest<'_>| {
+        let z: Vec<f64> = r.logits.iter().map(|&v| v as f64).collect();
+        let y: Vec<f64> = r.indices.iter().map(|&i| targets[i]).collect();
+        let mut out = vec![0.0; z.len()];
+        state.targets(r.step as f64 / r.total_steps.max(1) as f64, &z, &y, &mut out);
+        out.iter().map(|&t| t as f32).collect()
+    };
+    let tok_path = ck.dir.join("tokenizer.json");
+    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| format!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
+    let train: Vec<&str> = split.strong.iter().map(|&i| ds.texts[i].as_str()).collect();
+    let test: Vec<&str> = split.test.iter().map(|&i| ds.texts[i].as_str()).collect();
+    let out = w2sg_lm::finetune::finetune(
+        &ck.dir,
+        &tokenizer,
+        &train,
+        &mut provider,
+        &test,
+        &cfg,
+        &candle_core::Device::Cpu,
+        &mut |_, _| crate::engine::fault::visit("sweep-finetune-step"),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(i) = out.eval_logits.iter().position(|z| !z.is_finite()) {
+        return Err(format!("non-finite logit for test example {i}: training diverged (lr {} too large?)", cfg.lr));
+    }
+    let on_test: Vec<f64> = out.eval_logits.iter().map(|&z| w2sg_protocol::probe::sigmoid(z as f64)).collect();
+    let e = |e: w2sg_protocol::Error| e.to_string();
+    let labels = ds.labels_at(&split.test);
+    let m = EvalMetrics::compute(&on_test, &labels, ECE_BINS).map_err(e)?;
+    let mut result = Map::new();
+    crate::engine::metrics_json(&m, &mut result);
+    result.insert("mode".into(), json!(cfg.mode_name()));
+    result.insert("trainable_parameters".into(), json!(out.trainable_parameters));
+    result.insert("final_train_loss".into(), json!(out.step_losses.last()));
+    if let Some((_, weak_test)) = weak {
+        result.insert("agreement_with_weak".into(), json!(w2sg_protocol::agreement(&on_test, weak_test).map_err(e)?));
+    }
+    Ok(UnitOutput {
+        result,
+        blob: Some(w2sg_protocol::store::f64s_to_bytes(&on_test)),
+    })
+}
