@@ -23,9 +23,13 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn sweep(f: &Fixture, out: &Path, threads: usize, abort_at: Option<&str>) -> Command {
+    sweep_plan(&f.plan, out, threads, abort_at)
+}
+
+fn sweep_plan(plan: &Path, out: &Path, threads: usize, abort_at: Option<&str>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_w2sg"));
     c.arg("sweep")
-        .arg(&f.plan)
+        .arg(plan)
         .arg("--out")
         .arg(out)
         .arg("--quiet")
@@ -121,6 +125,46 @@ fn a_killed_sweep_resumes_to_the_uninterrupted_result() {
     let _ = child.kill();
     let _ = child.wait();
     ok(sweep(&f, &out, 1, None).output().unwrap());
+    let resumed = finished(&out);
+    assert_eq!(resumed.digest, reference.digest);
+    assert_eq!(resumed.results, reference.results);
+}
+
+/// A sweep with fine-tuned students (full fine-tuning of the micro family at three checkpoints),
+/// aborted in the middle of a fine-tuning run and SIGKILLed, resumes to the uninterrupted result with
+/// one thread instead of two.
+#[test]
+fn a_killed_fine_tuning_sweep_resumes_to_the_uninterrupted_result() {
+    let f = fixture(&scratch("ft-fixture"));
+    let text = std::fs::read_to_string(&f.plan).unwrap().replace("[train]\n", "[train]\nmode = \"finetune\"\n")
+        + "\n[finetune]\nepochs = 2\nlr = 1e-3\nbatch_size = 8\nmax_tokens = 32\nrevisions = [\"step0\", \"step8\", \"step24\"]\n";
+    let plan = f.dir.join("plan-ft.toml");
+    std::fs::write(&plan, text).unwrap();
+    let reference_dir = scratch("ft-reference");
+    ok(sweep_plan(&plan, &reference_dir, 2, None).output().unwrap());
+    let reference = finished(&reference_dir);
+    // Weak features + 2 weak labels, then 3 checkpoints × 2 seeds × 3 students.
+    assert_eq!(reference.units, 3 + 3 * 2 * 3);
+    for point in ["sweep-finetune-step:3", "sweep-finetune-step:40"] {
+        let out = scratch(&format!("ft-{}", point.replace(':', "-")));
+        let o = sweep_plan(&plan, &out, 2, Some(point)).output().unwrap();
+        assert!(!o.status.success(), "{point}: the child should have aborted");
+        assert!(done_units(&out.join("results.sqlite")) < reference.units, "{point}");
+        ok(sweep_plan(&plan, &out, 1, None).output().unwrap());
+        let resumed = finished(&out);
+        assert_eq!(resumed.digest, reference.digest, "{point}");
+        assert_eq!(resumed.results, reference.results, "{point}");
+    }
+    let out = scratch("ft-sigkill");
+    let db = out.join("results.sqlite");
+    let mut child = sweep_plan(&plan, &out, 2, None).spawn().unwrap();
+    let start = Instant::now();
+    while done_units(&db) < 6 && start.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ok(sweep_plan(&plan, &out, 1, None).output().unwrap());
     let resumed = finished(&out);
     assert_eq!(resumed.digest, reference.digest);
     assert_eq!(resumed.results, reference.results);

@@ -60,6 +60,7 @@ pub mod fault {
     static FEATURES: AtomicU64 = AtomicU64::new(0);
     static TRAIN: AtomicU64 = AtomicU64::new(0);
     static COMMIT: AtomicU64 = AtomicU64::new(0);
+    static FINETUNE: AtomicU64 = AtomicU64::new(0);
 
     /// Counts a visit to `point` and aborts if it is the configured one.
     pub fn visit(point: &str) {
@@ -71,6 +72,7 @@ pub mod fault {
             "sweep-features" => &FEATURES,
             "sweep-train" => &TRAIN,
             "sweep-commit" => &COMMIT,
+            "sweep-finetune-step" => &FINETUNE,
             _ => return,
         };
         let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
