@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{python, run_json};
 use w2sg_lm::pretrain::checkpoints::save_weights;
 use w2sg_data::SplitMix64;
 use w2sg_lm::pretrain::model::TrainableGptNeoX;
@@ -87,32 +90,6 @@ fn child(dir: &Path) {
             "losses": losses,
         })
     );
-}
-
-fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
-    let out = cmd.output().ok()?;
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-}
-
-fn python() -> Option<String> {
-    let candidates = [
-        std::env::var("W2SG_PYTHON").ok(),
-        Some("/work/venv-lm/bin/python".into()),
-        Some("python3".into()),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args(["-c", "import torch, transformers"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
 }
 
 fn main() {

@@ -27,7 +27,7 @@
 //! micro-batches' gradients in order; no gradient clipping (as in Burns et al.'s training loop).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
@@ -173,16 +173,38 @@ pub struct Trace {
     pub trained: Vec<(String, Tensor)>,
 }
 
-/// A weight source that records the name and shape of every tensor read.
+/// A weight source that records the name and shape of every tensor read, and keeps each tensor so
+/// that the frozen, training and evaluation models share one copy of the checkpoint in memory.
 struct Recorder<'a> {
     inner: &'a dyn WeightSource,
     seen: RefCell<Vec<(String, Vec<usize>)>>,
+    cache: RefCell<HashMap<String, Tensor>>,
+}
+
+impl Recorder<'_> {
+    /// Drops the cached copies of tensors that variables now hold.
+    fn forget(&self, names: &[(String, Vec<usize>)]) {
+        let mut cache = self.cache.borrow_mut();
+        for (n, _) in names {
+            cache.remove(n);
+        }
+    }
 }
 
 impl WeightSource for Recorder<'_> {
     fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        self.seen.borrow_mut().push((name.to_string(), shape.to_vec()));
-        self.inner.get(name, shape, dtype)
+        if let Some(t) = self.cache.borrow().get(name) {
+            if t.dims() == shape && t.dtype() == dtype {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.inner.get(name, shape, dtype)?;
+        let mut seen = self.seen.borrow_mut();
+        if !seen.iter().any(|(n, _)| n == name) {
+            seen.push((name.to_string(), shape.to_vec()));
+        }
+        self.cache.borrow_mut().insert(name.to_string(), t.clone());
+        Ok(t)
     }
     fn contains(&self, name: &str) -> bool {
         self.inner.contains(name)
@@ -275,9 +297,10 @@ pub fn finetune(
     let recorder = Recorder {
         inner: &base,
         seen: RefCell::new(Vec::new()),
+        cache: RefCell::new(HashMap::new()),
     };
     let frozen = Model::from_weights(&config, &recorder)?;
-    let seen = recorder.seen.into_inner();
+    let seen = recorder.seen.borrow().clone();
     let num_layers = frozen.num_layers();
     let hidden = frozen.hidden_size();
     if let Layers::Last(k) = cfg.layers {
@@ -293,7 +316,7 @@ pub fn finetune(
     let (train_names, lora) = select(&seen, num_layers, cfg);
     let mut vars = VarStore::new(device);
     for (name, shape) in &train_names {
-        vars.insert(name, &base.get(name, shape, DType::F32)?, shape.len() >= 2)?;
+        vars.insert(name, &recorder.get(name, shape, DType::F32)?, shape.len() >= 2)?;
     }
     let mut rng = init_stream(cfg.seed);
     for (prefix, din, dout) in &lora {
@@ -312,13 +335,17 @@ pub fn finetune(
         t.initial = vars.named_tensors().into_iter().map(|(n, t)| (n, t.copy().expect("copy"))).collect();
     }
 
-    let model = Model::from_weights(&config, &Layered { vars: &vars, base: &base })?;
     let start = match cfg.layers {
         Layers::All => 0,
         Layers::Last(k) => num_layers - k,
     };
+    // The frozen model is needed only to compute the frozen blocks' outputs once; trained tensors
+    // are held by the variables from here on.
+    let frozen = (start > 0).then_some(frozen);
+    recorder.forget(&train_names);
+    let model = Model::from_weights(&config, &Layered { vars: &vars, base: &recorder })?;
     let runner = Runner {
-        frozen: &frozen,
+        frozen: frozen.as_ref(),
         model: &model,
         start,
         num_layers,
@@ -395,10 +422,9 @@ pub fn finetune(
 
     // Evaluation: the trained weights as constants, so no graph is recorded.
     let snapshot: BTreeMap<String, Tensor> = vars.named_tensors().into_iter().map(|(n, t)| (n, t.detach())).collect();
-    let frozen_vars = Snapshot { tensors: &snapshot, base: &base, lora_scale: cfg.lora_alpha / cfg.lora_rank.max(1) as f64 };
+    let frozen_vars = Snapshot { tensors: &snapshot, base: &recorder, lora_scale: cfg.lora_alpha / cfg.lora_rank.max(1) as f64 };
     let eval_model = Model::from_weights(&config, &frozen_vars)?;
     let eval_runner = Runner {
-        frozen: &frozen,
         model: &eval_model,
         head_w: snapshot["score.weight"].clone(),
         head_b: snapshot["score.bias"].clone(),
@@ -481,7 +507,8 @@ impl WeightSource for Snapshot<'_> {
 
 /// Runs micro-batches through the model from hidden state `start` and the classifier head.
 struct Runner<'a> {
-    frozen: &'a Model,
+    /// The model with every weight frozen, when training starts above the embeddings.
+    frozen: Option<&'a Model>,
     model: &'a Model,
     start: usize,
     num_layers: usize,
@@ -508,7 +535,8 @@ impl Runner<'_> {
         for b in idx.chunks(batch) {
             let seqs: Vec<&[u32]> = b.iter().map(|&i| ids[i].as_slice()).collect();
             let padded = pad_right(&seqs, 0, self.device)?;
-            let out = self.frozen.forward(&padded.input_ids, &Request::hidden_state(self.start))?;
+            let frozen = self.frozen.expect("a frozen model when training starts above the embeddings");
+            let out = frozen.forward(&padded.input_ids, &Request::hidden_state(self.start))?;
             let h = out.hidden_state(self.start).expect("requested");
             for (row, s) in seqs.iter().enumerate() {
                 cached.push(h.get(row)?.narrow(0, 0, s.len())?.contiguous()?);

@@ -405,31 +405,6 @@ impl Olmo {
         }
     }
 
-    /// Names (relative to a block's prefix) and (in, out) sizes of a block's linear layers.
-    pub fn block_linears(c: &OlmoConfig) -> Vec<(&'static str, usize, usize)> {
-        let h = c.hidden_size;
-        let q_dim = c.num_attention_heads * c.head_dim;
-        let kv_dim = c.num_key_value_heads * c.head_dim;
-        let inter = c.intermediate_size;
-        match c.layout {
-            OlmoLayout::Hf => vec![
-                ("self_attn.q_proj", h, q_dim),
-                ("self_attn.k_proj", h, kv_dim),
-                ("self_attn.v_proj", h, kv_dim),
-                ("self_attn.o_proj", q_dim, h),
-                ("mlp.gate_proj", h, inter),
-                ("mlp.up_proj", h, inter),
-                ("mlp.down_proj", inter, h),
-            ],
-            OlmoLayout::Ai2 => vec![
-                ("att_proj", h, q_dim + 2 * kv_dim),
-                ("attn_out", q_dim, h),
-                ("ff_proj", h, 2 * inter),
-                ("ff_out", inter, h),
-            ],
-        }
-    }
-
     pub fn config(&self) -> &OlmoConfig {
         &self.config
     }

@@ -230,23 +230,6 @@ impl Olmo2 {
         format!("model.layers.{i}")
     }
 
-    /// Names (relative to a block's prefix) and (in, out) sizes of a block's linear layers.
-    pub fn block_linears(c: &Olmo2Config) -> Vec<(&'static str, usize, usize)> {
-        let h = c.hidden_size;
-        let q_dim = c.num_attention_heads * c.head_dim;
-        let kv_dim = c.num_key_value_heads * c.head_dim;
-        let inter = c.intermediate_size;
-        vec![
-            ("self_attn.q_proj", h, q_dim),
-            ("self_attn.k_proj", h, kv_dim),
-            ("self_attn.v_proj", h, kv_dim),
-            ("self_attn.o_proj", q_dim, h),
-            ("mlp.gate_proj", h, inter),
-            ("mlp.up_proj", h, inter),
-            ("mlp.down_proj", inter, h),
-        ]
-    }
-
     pub fn config(&self) -> &Olmo2Config {
         &self.config
     }

@@ -21,7 +21,6 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
 body = lm.base_model
-del lm.embed_out
 hidden = body.config.hidden_size
 x = torch.randint(0, 320, (steps, batch, seq))
 y = (torch.arange(batch) % 2).float()

@@ -118,6 +118,8 @@ struct LinearOp {
     act: Option<Activation>,
     /// Keep the activation's derivative for the backward pass (an input is tracked).
     save: bool,
+    /// Whether the weight and the bias need gradients (frozen ones, as under LoRA, skip a GEMM).
+    grad_w: bool,
     dact: Mutex<Option<Vec<f32>>>,
 }
 
@@ -158,7 +160,7 @@ impl LinearOp {
         w: &Tensor,
         grad: &Tensor,
         with_bias: bool,
-    ) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+    ) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
         let (out, _) = w.dims2()?;
         let grad = grad.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
@@ -186,11 +188,29 @@ impl LinearOp {
         } else {
             g
         };
-        let (dx, dw, db) = linear_bwd(xv, wv, g, out, with_bias);
         let dev = x.device();
+        if !self.grad_w {
+            let inp = wv.len() / out.max(1);
+            let mut dx = vec![0f32; xv.len()];
+            // SAFETY: dx = g W (rows × out · out × inp), row-major buffers of these sizes.
+            unsafe {
+                gemm(
+                    (xv.len() / inp.max(1), inp, out),
+                    dx.as_mut_ptr(),
+                    inp,
+                    false,
+                    Mat::rm(g.as_ptr(), out),
+                    Mat::rm(wv.as_ptr(), inp),
+                    1.0,
+                    Threads::All,
+                );
+            }
+            return Ok((Tensor::from_vec(dx, x.shape(), dev)?, None, None));
+        }
+        let (dx, dw, db) = linear_bwd(xv, wv, g, out, with_bias);
         Ok((
             Tensor::from_vec(dx, x.shape(), dev)?,
-            Tensor::from_vec(dw, w.shape(), dev)?,
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
             db.map(|db| Tensor::from_vec(db, out, dev)).transpose()?,
         ))
     }
@@ -228,7 +248,7 @@ impl CustomOp3 for LinearOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.bwd_all(x, w, grad, true)?;
-        Ok((Some(dx), Some(dw), db))
+        Ok((Some(dx), dw, db))
     }
 }
 
@@ -261,7 +281,7 @@ impl CustomOp2 for LinearOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = self.bwd_all(x, w, grad, false)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((Some(dx), dw))
     }
 }
 
@@ -281,6 +301,7 @@ pub fn linear(
     let op = LinearOp {
         act,
         save: all.iter().any(|t| t.track_op()),
+        grad_w: w.track_op() || b.is_some_and(|b| b.track_op()),
         dact: Mutex::new(None),
     };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
