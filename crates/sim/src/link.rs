@@ -53,6 +53,12 @@ impl Link {
                 if let Some(c) = coefficients.iter().find(|c| !c.is_finite()) {
                     return Err(format!("coefficient {c} is not finite"));
                 }
+                if coefficients.iter().skip(1).all(|&c| c == 0.0) {
+                    return Err(format!(
+                        "coefficients {coefficients:?} make a constant link (every a_k with k ≥ 1 \
+                         is 0): labels carry no information about any direction and every risk is 0"
+                    ));
+                }
                 Ok(Link::Coefficients(coefficients.clone()))
             }
             LinkSpec::Name(name) => {
