@@ -230,10 +230,19 @@ pub fn resolve(plan: &Plan, archives: &w2sg_data::ArchiveStore) -> Result<Resolv
     for f in &plan.families {
         families.push((plan.family_name(f), family_checkpoints(plan, f)?));
     }
+    check_layer(plan, &weak, &families)?;
     let mut datasets = Vec::new();
-    for t in &plan.tasks {
+    for (i, t) in plan.tasks.iter().enumerate() {
         let pooling = t.pooling.as_deref().unwrap_or(&plan.features.pooling);
-        datasets.push(Dataset::load(t, archives)?.with_pooling(pooling));
+        let ds = Dataset::load(t, archives).map_err(|e| match (&t.jsonl, e) {
+            // A task file the plan names that cannot be read is bad input of the plan.
+            (Some(_), Error::Data(d)) => Error::PlanKey {
+                key: "task.jsonl".into(),
+                problem: format!("[[task]] {} ({}): {d}", i + 1, t.label()),
+            },
+            (_, e) => e,
+        })?;
+        datasets.push(ds.with_pooling(pooling));
     }
     Ok(Resolved {
         plan: plan.clone(),
@@ -241,6 +250,29 @@ pub fn resolve(plan: &Plan, archives: &w2sg_data::ArchiveStore) -> Result<Resolv
         families,
         datasets,
     })
+}
+
+/// `features.layer` against every checkpoint whose config can be read (one that cannot is recorded as
+/// failed when its units run): checked here, before anything runs, so a layer no model has is bad
+/// input of the plan, not a failed run.
+fn check_layer(
+    plan: &Plan,
+    weak: &CheckpointRef,
+    families: &[(String, Vec<CheckpointRef>)],
+) -> Result<()> {
+    let all = std::iter::once(weak).chain(families.iter().flat_map(|(_, c)| c.iter()));
+    for ck in all {
+        let Ok(config) = w2sg_lm::config::ModelConfig::from_dir(&ck.dir) else {
+            continue;
+        };
+        if let Err(e) = w2sg_lm::features::resolve_layer(plan.features.layer, config.num_layers()) {
+            return Err(Error::PlanKey {
+                key: "features.layer".into(),
+                problem: format!("{e} (checkpoint {} of {})", ck.revision, ck.family),
+            });
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -608,6 +640,8 @@ pub struct RunReport {
     pub units_done: usize,
     pub units_skipped: usize,
     pub units_failed: usize,
+    /// Of `units_failed`, those recorded as failed by an earlier run and not retried.
+    pub units_failed_earlier: usize,
     /// Units not run because a unit they need failed.
     pub units_blocked: usize,
     pub checkpoints: usize,
@@ -623,6 +657,7 @@ impl RunReport {
             Outcome::Skipped(w2sg_protocol::UnitStatus::Failed) => {
                 self.units_skipped += 1;
                 self.units_failed += 1;
+                self.units_failed_earlier += 1;
             }
             Outcome::Failed(msg) => {
                 self.units_failed += 1;

@@ -8,7 +8,6 @@
 //! The step axis is logarithmic, like Pythia's checkpoint schedule. Step 0 (the random
 //! initialization) has no logarithm; it is drawn at x = 0.5 and said so in the axis label.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use w2sg_report::{palette, Axis, Figure, Legend, LineSeries, Marker, Plot, RefLine, Section};
@@ -27,16 +26,10 @@ fn step_x(step: u64) -> f64 {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
+/// Writes `bytes` to `path` atomically ([`w2sg_fsio::write_atomic`]: a temporary name unique to this
+/// process, then a rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    w2sg_fsio::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn csv_bytes<T: serde::Serialize>(rows: &[T]) -> Result<Vec<u8>> {
