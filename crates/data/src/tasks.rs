@@ -209,7 +209,7 @@ pub fn word_order(
             if !seen.insert(text.clone()) {
                 continue;
             }
-            let mut rng = SplitMix64::new(fnv1a(text.as_bytes()));
+            let mut rng = SplitMix64::new(crate::fnv1a(&[text.as_bytes()], false));
             if rng.next() % 2 == 0 {
                 examples.push(Example { text, label: 1 });
             } else {
@@ -260,14 +260,6 @@ fn clean_sentence(s: &str) -> String {
         .trim_end_matches(['.', '!', '?', '"', '\'', ' '])
         .trim_start_matches(['"', '\'', ' '])
         .to_string()
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in bytes {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// A JSONL task file. All malformed lines are reported (line numbers), not skipped.

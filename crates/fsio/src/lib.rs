@@ -1,5 +1,6 @@
 //! w2sg-fsio: the file-system primitives every w2sg command that writes results uses, in one place.
 //!
+//!
 //! - [`write_atomic`]: a file is written under a temporary name unique to this process and call, synced,
 //!   and renamed over the target, so a reader (or a crash) sees the old file or the new one, never a
 //!   mix, and two writers never share a temporary file.
@@ -7,6 +8,9 @@
 //!   of a file already holding the writer's pid, which fails if the name exists), so it never exists
 //!   without its holder's pid. A second writer is refused with that pid. A lock whose process is gone
 //!   (on Linux: no `/proc/PID`) was left by a killed run and is taken over.
+//!
+//! - [`test_abort_point`]: the parser of the test-only fault hook `W2SG_TEST_ABORT_AT`, with which the
+//!   kill and crash tests interrupt real child processes at a named point.
 //!
 //! Standard library only, so that the lowest crates (sim) can depend on it.
 
@@ -117,6 +121,29 @@ impl DirLock {
 impl Drop for DirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The environment variable of the test-only fault hooks.
+pub const TEST_ABORT_ENV: &str = "W2SG_TEST_ABORT_AT";
+
+/// Test-only fault injection, parsed in one place: `W2SG_TEST_ABORT_AT=<point>:<N>` names a point of
+/// a command (`sweep-features`, `step`, `sim-write`, …) and a 1-based count at which the command
+/// aborts the process (as abrupt as a kill), so that tests can interrupt a real child
+/// deterministically. `None` when unset or malformed; never set it outside tests.
+pub fn test_abort_point() -> Option<(String, u64)> {
+    let v = std::env::var(TEST_ABORT_ENV).ok()?;
+    let (point, n) = v.split_once(':')?;
+    Some((point.to_string(), n.trim().parse().ok()?))
+}
+
+/// Aborts the process if the hook names `point` and `count`.
+pub fn test_abort_if(point: &str, count: u64) {
+    if let Some((p, n)) = test_abort_point() {
+        if p == point && n == count {
+            eprintln!("{TEST_ABORT_ENV}: aborting at {point}:{count}");
+            std::process::abort();
+        }
     }
 }
 

@@ -139,17 +139,13 @@ impl OutDir {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let abort_after = test_abort_after();
         for (k, (name, bytes)) in files.iter().enumerate() {
             debug_assert!(RESULT_FILES.contains(name));
             let path = self.staging.join(name);
             let mut f = std::fs::File::create(&path).map_err(|e| fail(&path, e))?;
             f.write_all(bytes).map_err(|e| fail(&path, e))?;
             f.sync_all().map_err(|e| fail(&path, e))?;
-            if abort_after == Some(k + 1) {
-                eprintln!("W2SG_TEST_ABORT_AT: aborting after writing {name}");
-                std::process::abort();
-            }
+            w2sg_fsio::test_abort_if("sim-write", k as u64 + 1);
         }
         let old = sibling(&self.out, &format!("old-{}", std::process::id()));
         let had_old = self.out.exists();
@@ -203,10 +199,4 @@ fn recover(out: &Path) {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
-}
-
-/// `W2SG_TEST_ABORT_AT=sim-write:K`.
-fn test_abort_after() -> Option<usize> {
-    let v = std::env::var("W2SG_TEST_ABORT_AT").ok()?;
-    v.strip_prefix("sim-write:")?.parse().ok()
 }

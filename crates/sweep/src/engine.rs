@@ -36,7 +36,7 @@ use w2sg_lm::features::{FeatureOptions, Pooling};
 use w2sg_lm::model::Model;
 use w2sg_lm::revisions::{family_source, fingerprint, list_revisions, Revision};
 use w2sg_protocol::key::config_hash;
-use w2sg_protocol::store::{bytes_to_f32s, bytes_to_f64s, f64s_to_bytes};
+use w2sg_protocol::store::{bytes_to_f32s, bytes_to_f64s, f32s_to_bytes, f64s_to_bytes};
 use w2sg_protocol::{
     EvalMetrics, Features, Outcome, ProbeConfig, RunPolicy, ShardSpec, Store, Targets, UnitKey,
     UnitKind, UnitOutput, UnitSpec,
@@ -56,17 +56,15 @@ use crate::plan::{FamilyPlan, Plan, Revisions};
 pub mod fault {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    const ENV: &str = "W2SG_TEST_ABORT_AT";
     static FEATURES: AtomicU64 = AtomicU64::new(0);
     static TRAIN: AtomicU64 = AtomicU64::new(0);
     static COMMIT: AtomicU64 = AtomicU64::new(0);
 
     /// Counts a visit to `point` and aborts if it is the configured one.
     pub fn visit(point: &str) {
-        let Ok(v) = std::env::var(ENV) else { return };
-        let Some((p, n)) = v.split_once(':') else {
+        if !armed() {
             return;
-        };
+        }
         let counter = match point {
             "sweep-features" => &FEATURES,
             "sweep-train" => &TRAIN,
@@ -74,15 +72,12 @@ pub mod fault {
             _ => return,
         };
         let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        if p == point && n.trim().parse::<u64>().ok() == Some(count) {
-            eprintln!("{ENV}: aborting at {point}:{count}");
-            std::process::abort();
-        }
+        w2sg_fsio::test_abort_if(point, count);
     }
 
     /// Whether any fault is configured (so the store hook is installed only then).
     pub fn armed() -> bool {
-        std::env::var_os(ENV).is_some()
+        std::env::var_os(w2sg_fsio::TEST_ABORT_ENV).is_some()
     }
 }
 
@@ -452,13 +447,9 @@ pub fn extract_features(
     result.insert("truncated".into(), json!(f.num_truncated()));
     result.insert("family".into(), json!(ck.family));
     result.insert("revision".into(), json!(ck.revision));
-    let mut blob = Vec::with_capacity(data.len() * 4);
-    for v in &data {
-        blob.extend_from_slice(&v.to_le_bytes());
-    }
     Ok(UnitOutput {
         result,
-        blob: Some(blob),
+        blob: Some(f32s_to_bytes(&data)),
     })
 }
 
