@@ -29,8 +29,10 @@
 //! explicit assumption.
 //!
 //! **Not identified.** A midpoint outside the observed steps, a fit that did not converge, or an
-//! interval that is missing, of zero width or does not cover its estimate is reported through
-//! [`SigmoidFit::not_identified`] with the reason; callers then report no number (empty cells). With
+//! interval that is missing, of zero width, does not cover its estimate or reaches outside the
+//! observed steps is reported through [`SigmoidFit::not_identified`] with the reason; callers then
+//! report no number (empty cells). A transition sharper than the spacing of the steps around it is
+//! located only to within those two steps, so its interval is widened to cover them. With
 //! `bootstrap` = 0, Wald intervals from the fit's covariance σ²(JᵀJ)⁻¹, σ² = RSS/(N − p), for m and
 //! ln w (so the width's interval is positive and the midpoint step's is e^{m ± z·se}).
 
@@ -245,12 +247,38 @@ fn identification(
     let degenerate = !(llo.is_finite() && lhi.is_finite())
         || lhi - llo <= 1e-9 * (1.0 + m.abs())
         || !(llo <= m && m <= lhi);
-    degenerate.then(|| {
-        format!(
+    if degenerate {
+        return Some(format!(
             "degenerate interval [{lo:.4e}, {hi:.4e}] for the midpoint step {:.4e}",
             m.exp()
+        ));
+    }
+    // An interval reaching beyond the observed steps says the data do not pin the midpoint down.
+    let slack = 1e-9 * (1.0 + x_max.abs());
+    (llo < x_min - slack || lhi > x_max + slack).then(|| {
+        format!(
+            "the interval [{lo:.4e}, {hi:.4e}] of the midpoint step reaches outside the observed \
+             steps [{:.0}, {:.0}]",
+            x_min.exp(),
+            x_max.exp()
         )
     })
+}
+
+/// A transition sharper than the spacing of the steps around its midpoint fits equally well with
+/// the midpoint anywhere between those two steps: the interval (in steps) is widened to cover them.
+/// Sharper means a 10 %–90 % span 2 ln 9 · w shorter than the gap in ln(step).
+fn widen_to_gap((lo, hi): (f64, f64), m: f64, w: f64, x: &[f64]) -> (f64, f64) {
+    let k = x.partition_point(|&xi| xi <= m);
+    if k == 0 || k == x.len() {
+        return (lo, hi);
+    }
+    let (a, b) = (x[k - 1], x[k]);
+    if 2.0 * 9f64.ln() * w < b - a {
+        (lo.min(a.exp()), hi.max(b.exp()))
+    } else {
+        (lo, hi)
+    }
 }
 
 /// Per-step mean PGR over the seeds in `seeds` (with multiplicity), skipping undefined values.
@@ -454,6 +482,7 @@ where
         )
     };
     let range = (x[0], x[x.len() - 1]);
+    let mid_iv = mid_iv.map(|iv| widen_to_gap(iv, m, s.exp(), x));
     Ok(SigmoidFit {
         lower,
         upper,

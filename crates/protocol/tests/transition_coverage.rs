@@ -174,3 +174,39 @@ fn bad_outcomes_are_named() {
     let e = fit_gain_sigmoid(&recs[..1], &SigmoidConfig::default()).unwrap_err();
     assert!(e.to_string().contains("1 steps with w2s and weak outcomes"), "{e}");
 }
+
+#[test]
+fn a_jump_between_two_steps_is_located_only_to_within_them() {
+    // Gain −0.05 up to step 2 and +0.05 from step 4 on: the data say only that the midpoint lies
+    // between steps 2 and 4, and the interval must say no more.
+    let n = 400;
+    let weak: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
+    let mut recs = Vec::new();
+    for seed in 0..3 {
+        for step in [1u64, 2, 4, 8, 16, 32, 64] {
+            let extra = if step >= 4 { 1 } else { -1 };
+            // w2s right on the weak-right examples, plus (minus) 20 of the others (of them): ±0.05.
+            let w2s: Vec<bool> = (0..n)
+                .map(|i| {
+                    if extra > 0 {
+                        i % 2 == 0 || i % 20 == 1
+                    } else {
+                        i % 2 == 0 && i % 20 != 0
+                    }
+                })
+                .collect();
+            recs.push(StepOutcomes {
+                step,
+                seed,
+                w2s,
+                weak: weak.clone(),
+            });
+        }
+    }
+    let fit = fit_gain_sigmoid(&recs, &SigmoidConfig::default()).unwrap();
+    assert!((fit.lower + 0.05).abs() < 1e-6 && (fit.upper - 0.05).abs() < 1e-6, "{fit:?}");
+    assert!(fit.midpoint_step > 2.0 && fit.midpoint_step < 4.0, "{fit:?}");
+    let (lo, hi) = fit.midpoint_step_interval.unwrap();
+    assert!(lo <= 2.0 + 1e-9 && hi >= 4.0 - 1e-9, "[{lo}, {hi}]");
+    assert!(fit.identified(), "{:?}", fit.not_identified);
+}

@@ -150,3 +150,36 @@ fn a_second_writer_of_the_outputs_is_refused() {
     drop(held);
     report_command(&f.plan, &out).unwrap();
 }
+
+#[test]
+fn transitions_csv_holds_only_identified_midpoints_inside_the_steps() {
+    let f = copy_fixture("transitions");
+    let out = f.dir.join("out");
+    run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    let mut r = csv::Reader::from_path(out.join("transitions.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (first, last) = (1.0, 24.0); // the fixture's steps > 0
+    let mut rows = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        rows += 1;
+        let num = |name: &str| rec[col(name)].parse::<f64>().ok();
+        if &rec[col("identified")] == "true" {
+            let (m, lo, hi) = (
+                num("midpoint_step").unwrap(),
+                num("midpoint_lo").unwrap(),
+                num("midpoint_hi").unwrap(),
+            );
+            assert!(lo < hi && lo <= m && m <= hi, "{rec:?}");
+            assert!(lo >= first && hi <= last, "{rec:?}");
+            assert!(rec[col("not_identified_reason")].is_empty(), "{rec:?}");
+        } else {
+            for c in ["midpoint_step", "midpoint_lo", "midpoint_hi", "width", "gain_lower"] {
+                assert!(rec[col(c)].is_empty(), "{c} of an unidentified fit: {rec:?}");
+            }
+            assert!(!rec[col("not_identified_reason")].is_empty(), "{rec:?}");
+        }
+    }
+    assert_eq!(rows, 2, "one row per (family, task, loss)");
+}
