@@ -31,6 +31,8 @@ pub struct RunEstimate {
     pub operations: f64,
     pub key: &'static str,
     pub what: &'static str,
+    /// The key behind the largest work term.
+    pub work_key: &'static str,
 }
 
 /// The estimate of one run of `config`.
@@ -39,7 +41,8 @@ pub fn run_estimate(config: &SimConfig) -> RunEstimate {
     let full = engine_for(config).0 == EngineKind::Full;
     let mut terms: Vec<(f64, &'static str, &'static str)> = Vec::new();
     let samples = run_cost(config) as f64;
-    let mut operations = samples * if full { 6.0 * d } else { 40.0 };
+    let mut work: Vec<(f64, &'static str)> =
+        vec![(samples * if full { 6.0 * d } else { 40.0 }, "sgd.tau_max")];
     if full {
         terms.push((
             8.0 * d * (config.batch as f64 + 8.0),
@@ -55,7 +58,10 @@ pub fn run_estimate(config: &SimConfig) -> RunEstimate {
                 "metrics.n_test",
                 "the Monte Carlo test set (n_test × d)",
             ));
-            operations += 2.0 * config.n_test as f64 * d * (config.points as f64 + 1.0);
+            work.push((
+                2.0 * config.n_test as f64 * d * (config.points as f64 + 1.0),
+                "metrics.n_test",
+            ));
         }
     }
     if let Init::Spectral { n_pre, .. } = config.init {
@@ -67,7 +73,7 @@ pub fn run_estimate(config: &SimConfig) -> RunEstimate {
                 "the n_pre × d pre-training matrix of the full engine",
             ));
             terms.push((8.0 * d * d.min(300.0), "d", "the Lanczos basis"));
-            operations += 2.0 * n * d * d.min(300.0);
+            work.push((2.0 * n * d * d.min(300.0), "pretrain.n_pre"));
         } else {
             let m = n.min(d);
             terms.push((
@@ -75,7 +81,7 @@ pub fn run_estimate(config: &SimConfig) -> RunEstimate {
                 "pretrain.n_pre",
                 "the bidiagonal model of the spectral start (min(n_pre, d) entries)",
             ));
-            operations += 200.0 * m;
+            work.push((200.0 * m, "pretrain.n_pre"));
         }
     }
     let points = config.points as f64 + 1.0;
@@ -85,6 +91,11 @@ pub fn run_estimate(config: &SimConfig) -> RunEstimate {
         "the run's trajectory and table rows",
     ));
     let bytes = terms.iter().map(|t| t.0).sum();
+    let operations = work.iter().map(|t| t.0).sum();
+    let (_, work_key) = work
+        .into_iter()
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("at least one term");
     let (_, key, what) = terms
         .into_iter()
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -94,6 +105,7 @@ pub fn run_estimate(config: &SimConfig) -> RunEstimate {
         operations,
         key,
         what,
+        work_key,
     }
 }
 
@@ -175,7 +187,7 @@ pub fn check_plan(
             .expect("non-empty");
         // One absurd run (d or tau_max) or too many ordinary ones.
         let key = if heaviest.operations > MAX_OPERATIONS / 10.0 {
-            "sgd.tau_max"
+            heaviest.work_key
         } else {
             "seeds"
         };
@@ -193,4 +205,55 @@ pub fn check_plan(
         ));
     }
     Ok(PlanEstimate { bytes, operations })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Plan {
+        Plan::parse(text, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn the_largest_term_names_the_key() {
+        // Full engine, spectral: the f32 pre-training matrix dominates.
+        let p = plan("d = 1000\nengine = \"full\"\n[pretrain]\nn_pre = 2000\n");
+        let e = run_estimate(&p.grid[0].config);
+        assert_eq!(e.key, "pretrain.n_pre");
+        assert!(e.bytes >= 4.0 * 2000.0 * 1000.0 && e.bytes < 2.0 * 4.0 * 2000.0 * 1000.0, "{e:?}");
+        // Reduced engine from a random start: only the trajectory, whatever d is.
+        let p = plan("d = 1000000\ninit = \"random\"\n");
+        let e = run_estimate(&p.grid[0].config);
+        assert_eq!(e.key, "metrics.points");
+        assert!(e.bytes < 1e6, "{e:?}");
+        // Monte Carlo risk on the full engine: the test set.
+        let p = plan(
+            "d = 10000\ninit = \"random\"\n[metrics]\nrisk = \"monte_carlo\"\nn_test = 100000\n",
+        );
+        assert_eq!(run_estimate(&p.grid[0].config).key, "metrics.n_test");
+    }
+
+    #[test]
+    fn plans_are_checked_against_the_memory_given() {
+        let p = plan("d = 100000\nengine = \"full\"\n");
+        // 4·10⁵ × 10⁵ f32 = 160 GB.
+        let e = check_plan(&p, "t.toml", 2, Some(16e9)).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("pretrain.n_pre"));
+        assert!(e.message.contains("160.") && e.message.contains("16.000 GB"), "{}", e.message);
+        // Unknown memory: not checked (about 3·10¹³ operations is allowed) ...
+        check_plan(&p, "t.toml", 2, None).unwrap();
+        // ... but the work still is: Lanczos on a 4·10⁷ × 10⁷ matrix, 2.4·10¹⁷.
+        let p = plan("d = 10000000\nengine = \"full\"\n");
+        let e = check_plan(&p, "t.toml", 2, None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("pretrain.n_pre"));
+        assert!(e.message.contains("elementary operations"), "{}", e.message);
+        // A long run on the reduced engine: τ names it.
+        let p = plan("d = 1000000000000\ninit = \"random\"\n[sgd]\ntau_max = 1e6\n");
+        let e = check_plan(&p, "t.toml", 2, None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sgd.tau_max"));
+        let ok = plan("d = 1000\n");
+        let est = check_plan(&ok, "t.toml", 2, Some(16e9)).unwrap();
+        assert!(est.bytes > 0.0 && est.operations > 0.0);
+    }
 }
