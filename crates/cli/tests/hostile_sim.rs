@@ -37,7 +37,10 @@ fn stderr(o: &Output) -> String {
 fn refused(o: &Output, needles: &[&str]) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(!e.contains("panicked") && !e.contains("memory allocation"), "{e}");
+    assert!(
+        !e.contains("panicked") && !e.contains("memory allocation"),
+        "{e}"
+    );
     for n in needles {
         assert!(e.contains(n), "message should contain {n:?}: {e}");
     }
@@ -54,11 +57,23 @@ fn plans_too_large_to_hold_are_refused_up_front_naming_the_key() {
     };
     let cases = [
         // d = 10¹²: the default n_pre = 4·d makes the spectral start's model 10¹² entries.
-        ("d1e12.toml", "d = 1000000000000\n".to_string(), "pretrain.n_pre"),
+        (
+            "d1e12.toml",
+            "d = 1000000000000\n".to_string(),
+            "pretrain.n_pre",
+        ),
         // The full engine at d = 10⁸: a 4·10⁸ × 10⁸ pre-training matrix.
-        ("full1e8.toml", "d = 100000000\nengine = \"full\"\n".to_string(), "pretrain.n_pre"),
+        (
+            "full1e8.toml",
+            "d = 100000000\nengine = \"full\"\n".to_string(),
+            "pretrain.n_pre",
+        ),
         // 4·10⁷ runs as seeds, and as a cartesian product.
-        ("seeds.toml", "d = 100\nseeds = 40000000\n".to_string(), "seeds"),
+        (
+            "seeds.toml",
+            "d = 100\nseeds = 40000000\n".to_string(),
+            "seeds",
+        ),
         (
             "product.toml",
             format!(
@@ -75,7 +90,10 @@ fn plans_too_large_to_hold_are_refused_up_front_naming_the_key() {
         let started = Instant::now();
         let o = sim("run", &path, &dir.join("out"));
         refused(&o, &[name, key]);
-        assert!(started.elapsed() < Duration::from_secs(20), "{name} was not refused up front");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{name} was not refused up front"
+        );
         assert!(!dir.join("out").exists(), "{name}: nothing may be written");
     }
     let o = sim("run", &dir.join("d1e12.toml"), &dir.join("out"));
@@ -86,14 +104,26 @@ fn plans_too_large_to_hold_are_refused_up_front_naming_the_key() {
 fn constant_links_and_negative_m0_are_bad_input() {
     let dir = scratch("meaningless");
     let cases = [
-        ("zero.toml", "d = 100\nlink = { coefficients = [0.0, 0.0, 0.0] }\n", "link"),
-        ("constant.toml", "d = 100\nlink = { coefficients = [1.5] }\n", "constant link"),
+        (
+            "zero.toml",
+            "d = 100\nlink = { coefficients = [0.0, 0.0, 0.0] }\n",
+            "link",
+        ),
+        (
+            "constant.toml",
+            "d = 100\nlink = { coefficients = [1.5] }\n",
+            "constant link",
+        ),
         (
             "weak.toml",
             "d = 100\n[weak]\nlink = { coefficients = [0.3, 0.0] }\n",
             "weak.link",
         ),
-        ("m0.toml", "d = 100\ninit = \"overlap\"\nm0 = -0.3\n", "`m0`"),
+        (
+            "m0.toml",
+            "d = 100\ninit = \"overlap\"\nm0 = -0.3\n",
+            "`m0`",
+        ),
     ];
     for (name, text, key) in cases {
         let path = dir.join(name);
@@ -113,7 +143,10 @@ fn an_unusable_out_is_refused_before_computing() {
     let config = dir.join("c.toml");
     std::fs::write(&config, SMALL).unwrap();
     for sub in ["run", "theory"] {
-        refused(&sim(sub, &config, Path::new("/proc/x/y")), &["--out /proc/x/y"]);
+        refused(
+            &sim(sub, &config, Path::new("/proc/x/y")),
+            &["--out /proc/x/y"],
+        );
         // A file where the directory should be.
         let file = dir.join("a-file");
         std::fs::write(&file, "mine").unwrap();
@@ -123,7 +156,10 @@ fn an_unusable_out_is_refused_before_computing() {
         std::fs::create_dir_all(&mine).unwrap();
         std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
         refused(&sim(sub, &config, &mine), &["notes.txt"]);
-        assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep me");
+        assert_eq!(
+            std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+            "keep me"
+        );
     }
 }
 
@@ -141,12 +177,19 @@ fn a_swept_m0_gives_one_column_per_name() {
         let mut sorted = header.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        assert_eq!(sorted.len(), header.len(), "a column name repeats: {header:?}");
+        assert_eq!(
+            sorted.len(),
+            header.len(),
+            "a column name repeats: {header:?}"
+        );
         let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
         let (config_m0, m0) = (at("config.m0"), at("m0"));
         let row: Vec<&str> = summary.lines().nth(2).unwrap().split(',').collect();
         assert_eq!(row[config_m0], "0.6");
-        assert!((row[m0].parse::<f64>().unwrap() - 0.6).abs() < 1e-9, "{row:?}");
+        assert!(
+            (row[m0].parse::<f64>().unwrap() - 0.6).abs() < 1e-9,
+            "{row:?}"
+        );
     }
 }
 
@@ -161,7 +204,11 @@ fn a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over() {
     std::fs::write(&lock, std::process::id().to_string()).unwrap();
     refused(
         &sim("run", &config, &out),
-        &["another w2sg process", &std::process::id().to_string(), ".o.w2sg-lock"],
+        &[
+            "another w2sg process",
+            &std::process::id().to_string(),
+            ".o.w2sg-lock",
+        ],
     );
     assert!(!out.exists());
     // A holder that is gone (no such pid): a killed run's lock.
@@ -194,7 +241,11 @@ fn concurrent_runs_on_one_out_never_mix_their_files() {
             let o = child.wait_with_output().unwrap();
             match o.status.code() {
                 Some(0) => {}
-                Some(2) => assert!(stderr(&o).contains("another w2sg process"), "{}", stderr(&o)),
+                Some(2) => assert!(
+                    stderr(&o).contains("another w2sg process"),
+                    "{}",
+                    stderr(&o)
+                ),
                 other => panic!("exit {other:?}: {}", stderr(&o)),
             }
         }
@@ -208,7 +259,9 @@ fn concurrent_runs_on_one_out_never_mix_their_files() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(
-            !names.iter().any(|n| n.contains("w2sg-new") || n.contains("w2sg-lock")),
+            !names
+                .iter()
+                .any(|n| n.contains("w2sg-new") || n.contains("w2sg-lock")),
             "{names:?}"
         );
     }
@@ -223,10 +276,15 @@ fn a_crash_while_writing_leaves_the_old_results_whole() {
     let out = dir.join("o");
     let o = sim("run", &a, &out);
     assert!(o.status.success(), "{}", stderr(&o));
-    let before: Vec<(String, Vec<u8>)> = ["config.toml", "summary.csv", "summary.json", "trajectory.csv"]
-        .iter()
-        .map(|n| (n.to_string(), std::fs::read(out.join(n)).unwrap()))
-        .collect();
+    let before: Vec<(String, Vec<u8>)> = [
+        "config.toml",
+        "summary.csv",
+        "summary.json",
+        "trajectory.csv",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), std::fs::read(out.join(n)).unwrap()))
+    .collect();
     for k in 1..=3 {
         let o = w2sg()
             .args(["sim", "run"])
@@ -246,9 +304,17 @@ fn a_crash_while_writing_leaves_the_old_results_whole() {
             "the killed run left its staged set"
         );
         for (name, bytes) in &before {
-            assert_eq!(&std::fs::read(out.join(name)).unwrap(), bytes, "{name} after a crash at file {k}");
+            assert_eq!(
+                &std::fs::read(out.join(name)).unwrap(),
+                bytes,
+                "{name} after a crash at file {k}"
+            );
         }
-        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4, "no partial files in --out");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            4,
+            "no partial files in --out"
+        );
     }
     // The next run takes over the dead run's lock, replaces the whole set and cleans up after the
     // killed runs.
@@ -260,6 +326,15 @@ fn a_crash_while_writing_leaves_the_old_results_whole() {
         .filter(|n| n.starts_with(".o."))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(std::fs::read_to_string(out.join("config.toml")).unwrap(), SMALL.replace("seeds = 1", "seeds = 2"));
-    assert_eq!(std::fs::read_to_string(out.join("summary.csv")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.toml")).unwrap(),
+        SMALL.replace("seeds = 1", "seeds = 2")
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
 }

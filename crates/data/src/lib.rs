@@ -55,7 +55,10 @@ mod tests {
         // Published 64-bit FNV-1a test vectors.
         assert_eq!(super::fnv1a(&[], false), 0xcbf2_9ce4_8422_2325);
         assert_eq!(super::fnv1a(&[b"a"], false), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(super::fnv1a(&[b"foo", b"bar"], false), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            super::fnv1a(&[b"foo", b"bar"], false),
+            0x8594_4171_f739_67e8
+        );
         // Separated parts: the same as hashing each part followed by 0xff.
         assert_eq!(
             super::fnv1a(&[b"ab", b"c"], true),

@@ -270,11 +270,19 @@ pub fn jsonl(path: &Path) -> Result<Task, DataError> {
         let at = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = at - bytes[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        let column = at
+            - bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)
+            + 1;
         DataError::Line {
             path: path.to_path_buf(),
             line,
-            reason: format!("not UTF-8 text (invalid byte 0x{:02x} at column {column})", bytes[at]),
+            reason: format!(
+                "not UTF-8 text (invalid byte 0x{:02x} at column {column})",
+                bytes[at]
+            ),
         }
     })?;
     let mut examples = Vec::new();

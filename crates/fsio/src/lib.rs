@@ -166,7 +166,11 @@ mod tests {
         write_atomic(&p, b"new").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
-        assert_ne!(temp_path(&p), temp_path(&p), "each call its own temporary name");
+        assert_ne!(
+            temp_path(&p),
+            temp_path(&p),
+            "each call its own temporary name"
+        );
         // Into a missing directory: an error, nothing left behind.
         assert!(write_atomic(&d.join("no/such/dir/x"), b"x").is_err());
     }

@@ -54,5 +54,6 @@ pub use shard::ShardSpec;
 pub use store::{MergeReport, Outcome, RunPolicy, Store, UnitOutput, UnitRecord, UnitStatus};
 pub use train::{Schedule, TrainConfig, TrainParams, TrainReport};
 pub use transition::{
-    first_sustained_step, fit_gain_sigmoid, fit_sigmoid, SigmoidConfig, SigmoidFit, SigmoidModel, StepDiff, StepOutcomes, StepPgr,
+    first_sustained_step, fit_gain_sigmoid, fit_sigmoid, SigmoidConfig, SigmoidFit, SigmoidModel,
+    StepDiff, StepOutcomes, StepPgr,
 };

@@ -8,10 +8,18 @@ use w2sg_protocol::{RunPolicy, Store, UnitKind, UnitOutput, UnitSpec};
 #[test]
 fn a_database_that_cannot_be_created_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("no").join("such").join("dir").join("r.sqlite");
+    let path = dir
+        .path()
+        .join("no")
+        .join("such")
+        .join("dir")
+        .join("r.sqlite");
     let e = Store::open(&path).unwrap_err().to_string();
     assert!(e.contains("r.sqlite"), "{e}");
-    assert!(e.contains("cannot open or create") && e.contains("writable"), "{e}");
+    assert!(
+        e.contains("cannot open or create") && e.contains("writable"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -20,7 +28,10 @@ fn a_junk_file_is_named_as_not_a_results_database() {
     let junk = dir.path().join("junk.sqlite");
     std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
     let e = Store::open(&junk).unwrap_err().to_string();
-    assert!(e.contains("junk.sqlite") && e.contains("not a w2sg results database"), "{e}");
+    assert!(
+        e.contains("junk.sqlite") && e.contains("not a w2sg results database"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -24,7 +24,9 @@ const SEEDS: u64 = 3;
 
 /// The quick reproduction's checkpoints: 0, 1, 2, 4, …, 512 and every multiple of 40 up to 1200.
 fn quick_steps() -> Vec<u64> {
-    let mut s: Vec<u64> = std::iter::once(0).chain((0..10).map(|k| 1u64 << k)).collect();
+    let mut s: Vec<u64> = std::iter::once(0)
+        .chain((0..10).map(|k| 1u64 << k))
+        .collect();
     s.extend((1..=30).map(|k| 40 * k));
     s.sort_unstable();
     s.dedup();
@@ -109,7 +111,10 @@ fn the_95_percent_interval_covers_a_known_midpoint_in_90_to_98_percent_of_replic
         "coverage {covered}/{replicates} = {coverage:.3}; identified {identified}; \
          ln(midpoint/truth): mean {bias:.4}, sd {spread:.4}"
     );
-    assert_eq!(identified, replicates, "the true midpoint is well inside the steps");
+    assert_eq!(
+        identified, replicates,
+        "the true midpoint is well inside the steps"
+    );
     assert!((0.90..=0.98).contains(&coverage), "coverage {coverage}");
     // The point estimate is close to unbiased on the log scale (well under its spread).
     assert!(bias.abs() < 0.5 * spread, "bias {bias} vs sd {spread}");
@@ -133,7 +138,10 @@ fn a_midpoint_beyond_the_last_step_is_not_identified() {
         .unwrap();
         if fit.identified() {
             let (lo, hi) = fit.midpoint_step_interval.unwrap();
-            assert!(fit.midpoint_step >= 1.0 && fit.midpoint_step <= 1200.0, "{fit:?}");
+            assert!(
+                fit.midpoint_step >= 1.0 && fit.midpoint_step <= 1200.0,
+                "{fit:?}"
+            );
             assert!(lo < hi, "{fit:?}");
         } else {
             assert!(fit.not_identified.is_some());
@@ -170,9 +178,15 @@ fn bad_outcomes_are_named() {
         },
     ];
     let e = fit_gain_sigmoid(&recs, &SigmoidConfig::default()).unwrap_err();
-    assert!(e.to_string().contains("seed 0: step 2 has 4 test examples"), "{e}");
+    assert!(
+        e.to_string().contains("seed 0: step 2 has 4 test examples"),
+        "{e}"
+    );
     let e = fit_gain_sigmoid(&recs[..1], &SigmoidConfig::default()).unwrap_err();
-    assert!(e.to_string().contains("1 steps with w2s and weak outcomes"), "{e}");
+    assert!(
+        e.to_string().contains("1 steps with w2s and weak outcomes"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -204,8 +218,14 @@ fn a_jump_between_two_steps_is_located_only_to_within_them() {
         }
     }
     let fit = fit_gain_sigmoid(&recs, &SigmoidConfig::default()).unwrap();
-    assert!((fit.lower + 0.05).abs() < 1e-6 && (fit.upper - 0.05).abs() < 1e-6, "{fit:?}");
-    assert!(fit.midpoint_step > 2.0 && fit.midpoint_step < 4.0, "{fit:?}");
+    assert!(
+        (fit.lower + 0.05).abs() < 1e-6 && (fit.upper - 0.05).abs() < 1e-6,
+        "{fit:?}"
+    );
+    assert!(
+        fit.midpoint_step > 2.0 && fit.midpoint_step < 4.0,
+        "{fit:?}"
+    );
     let (lo, hi) = fit.midpoint_step_interval.unwrap();
     assert!(lo <= 2.0 + 1e-9 && hi >= 4.0 - 1e-9, "[{lo}, {hi}]");
     assert!(fit.identified(), "{:?}", fit.not_identified);

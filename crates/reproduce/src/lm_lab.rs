@@ -146,7 +146,9 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
     let failed = match w2sg_sweep::cli::run_command(&plan_path, &sweep_dir, &run_opts) {
         Ok(_) => 0,
         // The outputs are written; report the failures after the report.
-        Err(w2sg_sweep::Error::UnitsFailed(n) | w2sg_sweep::Error::FailedEarlier { failed: n, .. }) => n,
+        Err(
+            w2sg_sweep::Error::UnitsFailed(n) | w2sg_sweep::Error::FailedEarlier { failed: n, .. },
+        ) => n,
         Err(e) => return Err(ReproError::Run(e.to_string())),
     };
     let plan =

@@ -80,7 +80,9 @@ impl OutDir {
         };
         let abs = std::path::absolute(out).map_err(|e| unusable(e.to_string()))?;
         if abs.file_name().is_none() {
-            return Err(unusable("names no directory (use a path like out/run1)".into()));
+            return Err(unusable(
+                "names no directory (use a path like out/run1)".into(),
+            ));
         }
         let parent = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
         std::fs::create_dir_all(&parent)

@@ -53,14 +53,21 @@ const SUMMARY_FIELDS: &[&str] = &[
 ];
 
 /// The three result tables of a `sim` command.
-fn tables(header: &[String], rows: &[Vec<String>], trajectory: &[Vec<String>], doc: &Value) -> Files {
+fn tables(
+    header: &[String],
+    rows: &[Vec<String>],
+    trajectory: &[Vec<String>],
+    doc: &Value,
+) -> Files {
     let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
     vec![
         ("summary.csv", csv_bytes(header, rows)),
         ("trajectory.csv", csv_bytes(&traj_header, trajectory)),
         (
             "summary.json",
-            serde_json::to_string_pretty(doc).expect("json").into_bytes(),
+            serde_json::to_string_pretty(doc)
+                .expect("json")
+                .into_bytes(),
         ),
     ]
 }

@@ -221,7 +221,10 @@ mod tests {
         let p = plan("d = 1000\nengine = \"full\"\n[pretrain]\nn_pre = 2000\n");
         let e = run_estimate(&p.grid[0].config);
         assert_eq!(e.key, "pretrain.n_pre");
-        assert!(e.bytes >= 4.0 * 2000.0 * 1000.0 && e.bytes < 2.0 * 4.0 * 2000.0 * 1000.0, "{e:?}");
+        assert!(
+            e.bytes >= 4.0 * 2000.0 * 1000.0 && e.bytes < 2.0 * 4.0 * 2000.0 * 1000.0,
+            "{e:?}"
+        );
         // Reduced engine from a random start: only the trajectory, whatever d is.
         let p = plan("d = 1000000\ninit = \"random\"\n");
         let e = run_estimate(&p.grid[0].config);
@@ -240,7 +243,11 @@ mod tests {
         // 4·10⁵ × 10⁵ f32 = 160 GB.
         let e = check_plan(&p, "t.toml", 2, Some(16e9)).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("pretrain.n_pre"));
-        assert!(e.message.contains("160.") && e.message.contains("16.000 GB"), "{}", e.message);
+        assert!(
+            e.message.contains("160.") && e.message.contains("16.000 GB"),
+            "{}",
+            e.message
+        );
         // Unknown memory: not checked (about 3·10¹³ operations is allowed) ...
         check_plan(&p, "t.toml", 2, None).unwrap();
         // ... but the work still is: Lanczos on a 4·10⁷ × 10⁷ matrix, 2.4·10¹⁷.

@@ -201,8 +201,14 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
                     )?;
                     out.steps.push(row);
                 }
-                out.transitions
-                    .push(transition(plan, family, &ds.name, loss, &diffs, &step_outcomes));
+                out.transitions.push(transition(
+                    plan,
+                    family,
+                    &ds.name,
+                    loss,
+                    &diffs,
+                    &step_outcomes,
+                ));
             }
         }
     }

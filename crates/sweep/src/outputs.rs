@@ -350,15 +350,14 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
                 t.sustained_step.map_or("never".into(), |s| s.to_string()),
                 match s {
                     Some(s) => fmt(s.midpoint_step),
-                    None => format!(
-                        "not identified: {}",
-                        t.not_identified().unwrap_or_default()
-                    ),
+                    None => format!("not identified: {}", t.not_identified().unwrap_or_default()),
                 },
                 s.and_then(|s| s.midpoint_step_interval)
                     .map_or("–".into(), |(a, b)| format!("[{}, {}]", fmt(a), fmt(b))),
                 s.map_or("–".into(), |s| format!("{:.2}", s.width)),
-                s.map_or("–".into(), |s| format!("{:+.3} → {:+.3}", s.lower, s.upper)),
+                s.map_or("–".into(), |s| {
+                    format!("{:+.3} → {:+.3}", s.lower, s.upper)
+                }),
             ]
         })
         .collect();

@@ -12,7 +12,8 @@ use w2sg_sweep::testing::{fixture, Fixture, PLAN};
 use w2sg_sweep::{Error, RunOptions};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("w2sg-sweep-hostile-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("w2sg-sweep-hostile-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -61,11 +62,17 @@ fn opts(shard: ShardSpec) -> RunOptions {
 fn bad_input(err: &Error, plan: &Path, out: &Path, needles: &[&str]) {
     let msg = err.to_string();
     assert_eq!(err.exit_code(), 2, "{msg}");
-    assert!(msg.contains(&plan.display().to_string()), "names the plan: {msg}");
+    assert!(
+        msg.contains(&plan.display().to_string()),
+        "names the plan: {msg}"
+    );
     for n in needles {
         assert!(msg.contains(n), "should contain {n:?}: {msg}");
     }
-    assert!(!out.join("results.sqlite").exists(), "nothing runs on bad input");
+    assert!(
+        !out.join("results.sqlite").exists(),
+        "nothing runs on bad input"
+    );
 }
 
 #[test]
@@ -78,7 +85,12 @@ fn a_layer_no_checkpoint_has_is_a_plan_error_before_anything_runs() {
     .unwrap();
     let out = f.dir.join("out");
     let err = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
-    bad_input(&err, &f.plan, &out, &["features.layer", "99", "out of range"]);
+    bad_input(
+        &err,
+        &f.plan,
+        &out,
+        &["features.layer", "99", "out of range"],
+    );
 }
 
 #[test]
@@ -88,7 +100,12 @@ fn missing_and_non_utf8_task_files_are_plan_errors_with_the_line() {
     // Missing.
     std::fs::write(&f.plan, PLAN.replace("task.jsonl", "nowhere.jsonl")).unwrap();
     let err = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
-    bad_input(&err, &f.plan, &out, &["task.jsonl", "[[task]] 1", "nowhere.jsonl"]);
+    bad_input(
+        &err,
+        &f.plan,
+        &out,
+        &["task.jsonl", "[[task]] 1", "nowhere.jsonl"],
+    );
     // Not UTF-8 on line 3 (a Latin-1 'é').
     std::fs::write(&f.plan, PLAN).unwrap();
     let text = std::fs::read(&f.task).unwrap();
@@ -116,8 +133,15 @@ fn a_revision_without_config_json_is_recorded_as_failed_not_dropped() {
         .lines()
         .find(|l| l.contains(",step8,"))
         .expect("step8 still has its rows");
-    assert!(row.contains("failed") && row.contains("config.json"), "{row}");
-    assert_eq!(results.lines().count(), 1 + 9 * 2, "all 9 checkpoints reported");
+    assert!(
+        row.contains("failed") && row.contains("config.json"),
+        "{row}"
+    );
+    assert_eq!(
+        results.lines().count(),
+        1 + 9 * 2,
+        "all 9 checkpoints reported"
+    );
 }
 
 #[test]
@@ -130,12 +154,21 @@ fn a_merge_with_a_shard_missing_names_it_unless_allowed() {
     let err = merge_command(&f.plan, &out, Vec::new(), false).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::MissingShards { .. }), "{msg}");
-    assert!(msg.contains("shard(s) 1 of 3") && msg.contains("--allow-missing"), "{msg}");
+    assert!(
+        msg.contains("shard(s) 1 of 3") && msg.contains("--allow-missing"),
+        "{msg}"
+    );
     assert_ne!(err.exit_code(), 0);
-    assert!(!out.join("results.csv").exists(), "nothing merged without --allow-missing");
+    assert!(
+        !out.join("results.csv").exists(),
+        "nothing merged without --allow-missing"
+    );
     merge_command(&f.plan, &out, Vec::new(), true).unwrap();
     let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(results.contains(",missing,"), "the absent shard's checkpoints say so");
+    assert!(
+        results.contains(",missing,"),
+        "the absent shard's checkpoints say so"
+    );
 }
 
 #[test]
@@ -175,8 +208,17 @@ fn transitions_csv_holds_only_identified_midpoints_inside_the_steps() {
             assert!(lo >= first && hi <= last, "{rec:?}");
             assert!(rec[col("not_identified_reason")].is_empty(), "{rec:?}");
         } else {
-            for c in ["midpoint_step", "midpoint_lo", "midpoint_hi", "width", "gain_lower"] {
-                assert!(rec[col(c)].is_empty(), "{c} of an unidentified fit: {rec:?}");
+            for c in [
+                "midpoint_step",
+                "midpoint_lo",
+                "midpoint_hi",
+                "width",
+                "gain_lower",
+            ] {
+                assert!(
+                    rec[col(c)].is_empty(),
+                    "{c} of an unidentified fit: {rec:?}"
+                );
             }
             assert!(!rec[col("not_identified_reason")].is_empty(), "{rec:?}");
         }

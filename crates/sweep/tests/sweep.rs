@@ -204,7 +204,13 @@ fn a_corrupt_checkpoint_is_recorded_as_failed_and_the_sweep_goes_on() {
     // ... and says how to retry it.
     let again = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
     assert!(
-        matches!(again, Error::FailedEarlier { failed: 1, earlier: 1 }),
+        matches!(
+            again,
+            Error::FailedEarlier {
+                failed: 1,
+                earlier: 1
+            }
+        ),
         "{again}"
     );
     assert!(again.to_string().contains("--retry-failed"), "{again}");
