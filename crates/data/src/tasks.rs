@@ -209,7 +209,7 @@ pub fn word_order(
             if !seen.insert(text.clone()) {
                 continue;
             }
-            let mut rng = SplitMix64::new(fnv1a(text.as_bytes()));
+            let mut rng = SplitMix64::new(crate::fnv1a(&[text.as_bytes()], false));
             if rng.next() % 2 == 0 {
                 examples.push(Example { text, label: 1 });
             } else {
@@ -262,17 +262,29 @@ fn clean_sentence(s: &str) -> String {
         .to_string()
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in bytes {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// A JSONL task file. All malformed lines are reported (line numbers), not skipped.
 pub fn jsonl(path: &Path) -> Result<Task, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Name the first line that is not UTF-8 (a Latin-1 export, a binary file).
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = at
+            - bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)
+            + 1;
+        DataError::Line {
+            path: path.to_path_buf(),
+            line,
+            reason: format!(
+                "not UTF-8 text (invalid byte 0x{:02x} at column {column})",
+                bytes[at]
+            ),
+        }
+    })?;
     let mut examples = Vec::new();
     let mut bad: Vec<(usize, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -182,7 +182,12 @@ pub fn list_revisions(source: &FamilySource) -> Result<Vec<Revision>> {
             vec![Revision::new(name, dir.clone(), None)]
         }
         FamilySource::Directory(dir) => {
-            let members = family_members(dir)?;
+            let mut members = family_members(dir)?;
+            // A stepped sub-directory without config.json is a broken revision, not an absent one:
+            // listed, it fails where it is used (its fingerprint names the missing file) instead of
+            // silently leaving a gap in the family.
+            members.extend(stepped_without_config(dir)?);
+            members.sort();
             if members.is_empty() {
                 return Err(LmError::MissingConfig { dir: dir.clone() });
             }
@@ -201,6 +206,25 @@ pub fn list_revisions(source: &FamilySource) -> Result<Vec<Revision>> {
     };
     sort_revisions(&mut revs);
     Ok(revs)
+}
+
+/// Sub-directories of a family directory named like a stepped revision (`step40`, `stage1-step8`) that
+/// lack config.json.
+fn stepped_without_config(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| LmError::io(dir, e))? {
+        let path = entry.map_err(|e| LmError::io(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.is_dir()
+            && !path.join("config.json").is_file()
+            && RevisionName::parse(name).step.is_some()
+        {
+            out.push((name.to_string(), path.clone()));
+        }
+    }
+    Ok(out)
 }
 
 /// The sha256 of a file, taken from its hub-cache blob name when it is a link to one.
@@ -236,6 +260,12 @@ fn hex(bytes: &[u8]) -> String {
 /// Identifies the weights of a checkpoint directory: sha256 over (file name, file sha256) of the
 /// weight files the loader would read.
 pub fn fingerprint(dir: &Path) -> Result<String> {
+    // Weights without a config cannot be loaded: not a checkpoint, whatever its weights are.
+    if !dir.join("config.json").is_file() {
+        return Err(LmError::MissingConfig {
+            dir: dir.to_path_buf(),
+        });
+    }
     let files = WeightFiles::find(dir)?;
     let mut entries = Vec::with_capacity(files.files.len());
     for f in &files.files {

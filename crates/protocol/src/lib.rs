@@ -14,7 +14,7 @@
 //!   agreement, and the performance gap recovered with a seeded percentile bootstrap over test examples
 //!   and seeds;
 //! - [`transition`]: where W2SG appears across checkpoints: the first step from which w2s stays above
-//!   weak by more than two standard errors, and a sigmoid fit of PGR against log(step);
+//!   weak by more than two standard errors, and a sigmoid fit of the W2S gain against log(step);
 //! - [`store`], [`key`], [`shard`] and [`export`]: the content-keyed SQLite results store that makes a
 //!   sweep resumable after a kill, shardable over a job array and mergeable, with CSV (and, behind the
 //!   `parquet` feature, Parquet) export.
@@ -54,5 +54,6 @@ pub use shard::ShardSpec;
 pub use store::{MergeReport, Outcome, RunPolicy, Store, UnitOutput, UnitRecord, UnitStatus};
 pub use train::{Schedule, TrainConfig, TrainParams, TrainReport};
 pub use transition::{
-    first_sustained_step, fit_sigmoid, SigmoidConfig, SigmoidFit, SigmoidModel, StepDiff, StepPgr,
+    first_sustained_step, fit_gain_sigmoid, fit_sigmoid, SigmoidConfig, SigmoidFit, SigmoidModel,
+    StepDiff, StepOutcomes, StepPgr,
 };

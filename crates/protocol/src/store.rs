@@ -557,10 +557,39 @@ impl Store {
 const SELECT_RECORD: &str =
     "SELECT key, spec, status, result, error, blob_sha256, elapsed_ms, finished_at FROM units";
 
+/// SQLite's error, with what it means for a results database and what to do where SQLite's own words
+/// ("unable to open database file", "UNIQUE constraint failed: blobs.key") do not say it.
 fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Sqlite {
-        path: path.to_path_buf(),
-        source: e,
+    use rusqlite::ErrorCode as C;
+    let hint = match e.sqlite_error_code() {
+        Some(C::CannotOpen) => Some(
+            "cannot open or create the database file: check that its directory exists and is \
+             writable (a read-only disk, a missing directory, or no permission)",
+        ),
+        Some(C::ReadOnly) => Some(
+            "the database cannot be written (a read-only disk or file, or no permission on its \
+             directory, where SQLite keeps its journal)",
+        ),
+        Some(C::DiskFull) => Some("the disk is full"),
+        Some(C::ConstraintViolation) => Some(
+            "the database contradicts its own schema (a result or blob stored twice or without its \
+             unit): it was modified outside w2sg or is damaged; move it aside and run again (finished \
+             units in shard databases can be merged back)",
+        ),
+        Some(C::DatabaseCorrupt | C::NotADatabase) => Some(
+            "not a w2sg results database, or a damaged one; move it aside and run again",
+        ),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => Error::Store {
+            path: path.to_path_buf(),
+            problem: format!("{hint} (SQLite: {e})"),
+        },
+        None => Error::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
     }
 }
 

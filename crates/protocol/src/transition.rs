@@ -6,23 +6,34 @@
 //! SE); the answer is the first step from which the mean exceeds `z` (default 2) SEs at that step **and
 //! at every later step**. `None` when the last step does not. A single early blip above does not count.
 //!
-//! (b) [`fit_sigmoid`]: PGR against x = ln(step), per step the mean over the seeds whose PGR is defined
-//! (steps with none are skipped, and step 0, whose log is −∞, is left out), fitted by least squares with
-//! PGR(x) = L + (U − L) σ((x − m)/w). The midpoint is the step e^m; the width w is in units of ln(step)
-//! (PGR goes from 10 % to 90 % of the way over a factor of e^{2 ln 9 · w} ≈ e^{4.39 w} in steps).
+//! (b) [`fit_gain_sigmoid`], what the sweep reports: the **W2S gain** acc_w2s − acc_weak (mean over
+//! seeds) against x = ln(step), fitted by least squares with gain(x) = L + (U − L) σ((x − m)/w). The
+//! midpoint is the step e^m; the width w is in units of ln(step) (the curve goes from 10 % to 90 % of
+//! the way over a factor of e^{2 ln 9 · w} ≈ e^{4.39 w} in steps). Why the gain and not PGR: PGR
+//! divides by the ceiling–weak gap and is undefined until the ceiling passes the weak supervisor, so a
+//! PGR curve is observed only on its tail and its fitted midpoint can land anywhere (the quick
+//! reproduction once reported 3·10¹³ and 7·10⁻¹⁹ steps). The gain is defined at every step.
+//! Intervals resample the curve, not the parameters: seeds with replacement and, within each drawn
+//! seed, its test examples with replacement (the same draw at every step), then a refit; percentile
+//! intervals. Validated on synthetic curves with a known midpoint (tests/transition_coverage.rs;
+//! coverage in BENCHMARKS.md).
 //!
-//! Which model: the **four-parameter** curve is the default, because the asymptotes of PGR are not known
-//! a priori. PGR is not confined to [0, 1] (the feasibility run had PGR below −1 early and about +0.1
-//! late), so fixing L = 0 and U = 1 would force the curve through plateaus the data do not have and bias
-//! m and w. With checkpoints log-spaced over the transition, both plateaus are observed and all four
-//! parameters are identified. When a sweep sees only one side (for instance a family that never leaves
-//! the lower plateau), L and U trade off against w; then [`SigmoidModel::FixedAsymptotes`] with values
-//! from a longer sweep or from theory trades that variance for an explicit assumption.
-//! `midpoint_in_range` says whether the fitted midpoint lies inside the observed steps.
+//! [`fit_sigmoid`] fits the same curve to per-seed values of any other per-step quantity, such as
+//! PGR, with a bootstrap over seeds only (kept for callers that have no per-example outcomes).
 //!
-//! Intervals: with ≥ 2 seeds and `bootstrap` > 0, a percentile bootstrap over seeds (resample seeds with
-//! replacement, recompute the per-step means, refit from the full fit), since seeds are the independent
-//! replicates. Otherwise Wald intervals from the fit's covariance σ²(JᵀJ)⁻¹, σ² = RSS/(N − p), for m and
+//! Which model: the **four-parameter** curve is the default, because the asymptotes are not known a
+//! priori (the gain is negative from a random initialization and settles at a task-dependent level),
+//! so fixing L and U would force the curve through plateaus the data do not have and bias m and w.
+//! When a sweep sees only one side, L and U trade off against w; then
+//! [`SigmoidModel::FixedAsymptotes`] with values from a longer sweep trades that variance for an
+//! explicit assumption.
+//!
+//! **Not identified.** A midpoint outside the observed steps, a fit that did not converge, or an
+//! interval that is missing, of zero width, does not cover its estimate or reaches outside the
+//! observed steps is reported through [`SigmoidFit::not_identified`] with the reason; callers then
+//! report no number (empty cells). A transition sharper than the spacing of the steps around it is
+//! located only to within those two steps, so its interval is widened to cover them. With
+//! `bootstrap` = 0, Wald intervals from the fit's covariance σ²(JᵀJ)⁻¹, σ² = RSS/(N − p), for m and
 //! ln w (so the width's interval is positive and the midpoint step's is e^{m ± z·se}).
 
 use std::collections::BTreeMap;
@@ -144,7 +155,7 @@ pub enum SigmoidModel {
 #[serde(deny_unknown_fields, default)]
 pub struct SigmoidConfig {
     pub model: SigmoidModel,
-    /// Bootstrap resamples over seeds (used with ≥ 2 seeds; 0: covariance intervals).
+    /// Bootstrap resamples of the curve (0: covariance intervals; the PGR fit needs ≥ 2 seeds).
     pub bootstrap: usize,
     /// Interval coverage in (0, 1).
     pub level: f64,
@@ -180,7 +191,7 @@ pub struct SigmoidFit {
     /// Intervals at `level`.
     pub midpoint_step_interval: Option<(f64, f64)>,
     pub width_interval: Option<(f64, f64)>,
-    /// "seed_bootstrap" or "covariance".
+    /// "seed_and_example_bootstrap" (gain), "seed_bootstrap" (PGR) or "covariance".
     pub interval_method: String,
     /// Standard errors of (m, ln w) from the covariance; `None` if JᵀJ is singular.
     pub se_midpoint_log_step: Option<f64>,
@@ -194,6 +205,80 @@ pub struct SigmoidFit {
     pub converged: bool,
     /// Bootstrap resamples that could not be fitted (too few points).
     pub bootstrap_failed: usize,
+    /// Why the midpoint is not identified by the data (a midpoint outside the fitted steps, a fit that
+    /// did not converge, no interval or a degenerate one); `None` when it is. A caller reports the
+    /// midpoint, the width and their intervals only when this is `None`.
+    pub not_identified: Option<String>,
+}
+
+impl SigmoidFit {
+    /// Whether the midpoint (and with it the width) is identified by the data.
+    pub fn identified(&self) -> bool {
+        self.not_identified.is_none()
+    }
+}
+
+/// Why a fit's midpoint is not identified, if it is not: the fit did not converge, the midpoint lies
+/// outside [x_min, x_max] (the observed ln steps), or the interval is missing, not finite, of zero
+/// width, or does not cover the estimate.
+fn identification(
+    converged: bool,
+    m: f64,
+    (x_min, x_max): (f64, f64),
+    interval: Option<(f64, f64)>,
+) -> Option<String> {
+    if !converged {
+        return Some("the least-squares fit did not converge".into());
+    }
+    if !(m >= x_min && m <= x_max) {
+        return Some(format!(
+            "midpoint step {:.4e} lies outside the observed steps [{:.0}, {:.0}]",
+            m.exp(),
+            x_min.exp(),
+            x_max.exp()
+        ));
+    }
+    let Some((lo, hi)) = interval else {
+        return Some("no interval (too few resamples could be fitted)".into());
+    };
+    let (llo, lhi) = (lo.ln(), hi.ln());
+    // Zero width relative to the scale of ln(step): a resampling that never moves the midpoint
+    // means the data do not inform it (e.g. one point carries the whole fit).
+    let degenerate = !(llo.is_finite() && lhi.is_finite())
+        || lhi - llo <= 1e-9 * (1.0 + m.abs())
+        || !(llo <= m && m <= lhi);
+    if degenerate {
+        return Some(format!(
+            "degenerate interval [{lo:.4e}, {hi:.4e}] for the midpoint step {:.4e}",
+            m.exp()
+        ));
+    }
+    // An interval reaching beyond the observed steps says the data do not pin the midpoint down.
+    let slack = 1e-9 * (1.0 + x_max.abs());
+    (llo < x_min - slack || lhi > x_max + slack).then(|| {
+        format!(
+            "the interval [{lo:.4e}, {hi:.4e}] of the midpoint step reaches outside the observed \
+             steps [{:.0}, {:.0}]",
+            x_min.exp(),
+            x_max.exp()
+        )
+    })
+}
+
+/// A transition sharper than the spacing of the steps around its midpoint fits equally well with
+/// the midpoint anywhere between those two steps: the interval (in steps) is widened to cover them.
+/// Sharper means a 10 %–90 % span 2 ln 9 · w shorter than the gap in ln(step).
+fn widen_to_gap((lo, hi): (f64, f64), m: f64, w: f64, x: &[f64]) -> (f64, f64) {
+    let k = x.partition_point(|&xi| xi <= m);
+    if k == 0 || k == x.len() {
+        return (lo, hi);
+    }
+    let (a, b) = (x[k - 1], x[k]);
+    if 2.0 * 9f64.ln() * w < b - a {
+        (lo.min(a.exp()), hi.max(b.exp()))
+    } else {
+        (lo, hi)
+    }
 }
 
 /// Per-step mean PGR over the seeds in `seeds` (with multiplicity), skipping undefined values.
@@ -246,8 +331,7 @@ fn fit_multistart(x: &[f64], y: &[f64], fixed: Fixed, max_iter: usize) -> LmResu
     best.expect("at least one start")
 }
 
-/// (b): the sigmoid fit of PGR against ln(step).
-pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFit> {
+fn validate(cfg: &SigmoidConfig) -> Result<()> {
     if !(cfg.level > 0.0 && cfg.level < 1.0) {
         return Err(Error::config(
             "transition.level",
@@ -265,6 +349,12 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
             ));
         }
     }
+    Ok(())
+}
+
+/// (b): the sigmoid fit of PGR against ln(step).
+pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFit> {
+    validate(cfg)?;
     let mut table: BTreeMap<u64, BTreeMap<u64, f64>> = BTreeMap::new();
     for r in records {
         if let Some(v) = r.pgr {
@@ -290,21 +380,58 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
     let mut seeds: Vec<u64> = table.values().flat_map(|m| m.keys().copied()).collect();
     seeds.sort_unstable();
     seeds.dedup();
+    let (x, y) = step_means(&table, &seeds);
+    let resample = |rng: &mut Stream| {
+        let pick: Vec<u64> = (0..seeds.len())
+            .map(|_| seeds[rng.below(seeds.len() as u64) as usize])
+            .collect();
+        step_means(&table, &pick)
+    };
+    let boot = (seeds.len() >= 2 && cfg.bootstrap > 0).then_some(Bootstrap {
+        stream: "transition-bootstrap",
+        method: "seed_bootstrap",
+        resample,
+    });
+    fit_curve(&x, &y, seeds.len(), cfg, "a defined PGR", boot)
+}
+
+/// How to resample the curve for the bootstrap.
+struct Bootstrap<F> {
+    /// Purpose of the random stream.
+    stream: &'static str,
+    /// `interval_method` of the result.
+    method: &'static str,
+    /// One resampled curve (x, y).
+    resample: F,
+}
+
+/// The fit of (x, y) with intervals from `boot` (percentile, refitting from the full fit) or from
+/// the covariance when there is no bootstrap.
+fn fit_curve<F>(
+    x: &[f64],
+    y: &[f64],
+    n_seeds: usize,
+    cfg: &SigmoidConfig,
+    what: &str,
+    boot: Option<Bootstrap<F>>,
+) -> Result<SigmoidFit>
+where
+    F: FnMut(&mut Stream) -> (Vec<f64>, Vec<f64>),
+{
     let fixed = fixed_of(&cfg.model);
     let n_par = if fixed.is_none() { 4 } else { 2 };
-    let (x, y) = step_means(&table, &seeds);
     if x.len() <= n_par {
         return Err(Error::input(
             "transition",
             format!(
-                "{} steps with a defined PGR (step > 0); the {}-parameter sigmoid needs at least {}",
+                "{} steps with {what} (step > 0); the {}-parameter sigmoid needs at least {}",
                 x.len(),
                 n_par,
                 n_par + 1
             ),
         ));
     }
-    let fit = fit_multistart(&x, &y, fixed, cfg.max_iter);
+    let fit = fit_multistart(x, y, fixed, cfg.max_iter);
     let (lower, upper, m, s) = match fixed {
         None => (fit.p[0], fit.p[1], fit.p[2], fit.p[3]),
         Some((l, u)) => (l, u, fit.p[0], fit.p[1]),
@@ -319,15 +446,12 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
     let a = (1.0 - cfg.level) / 2.0;
 
     let mut bootstrap_failed = 0;
-    let (mid_iv, width_iv, method) = if seeds.len() >= 2 && cfg.bootstrap > 0 {
-        let mut rng = Stream::new(cfg.seed, "transition-bootstrap");
+    let (mid_iv, width_iv, method) = if let Some(mut b) = boot {
+        let mut rng = Stream::new(cfg.seed, b.stream);
         let mut ms = Vec::with_capacity(cfg.bootstrap);
         let mut ws = Vec::with_capacity(cfg.bootstrap);
         for _ in 0..cfg.bootstrap {
-            let pick: Vec<u64> = (0..seeds.len())
-                .map(|_| seeds[rng.below(seeds.len() as u64) as usize])
-                .collect();
-            let (bx, by) = step_means(&table, &pick);
+            let (bx, by) = (b.resample)(&mut rng);
             if bx.len() <= n_par {
                 bootstrap_failed += 1;
                 continue;
@@ -337,7 +461,7 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
             ws.push(r.p[is].exp());
         }
         if ms.is_empty() {
-            (None, None, "seed_bootstrap")
+            (None, None, b.method)
         } else {
             ms.sort_by(f64::total_cmp);
             ws.sort_by(f64::total_cmp);
@@ -348,11 +472,7 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
                 )
             };
             let (mlo, mhi) = iv(&ms);
-            (
-                Some((mlo.exp(), mhi.exp())),
-                Some(iv(&ws)),
-                "seed_bootstrap",
-            )
+            (Some((mlo.exp(), mhi.exp())), Some(iv(&ws)), b.method)
         }
     } else {
         (
@@ -361,6 +481,8 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
             "covariance",
         )
     };
+    let range = (x[0], x[x.len() - 1]);
+    let mid_iv = mid_iv.map(|iv| widen_to_gap(iv, m, s.exp(), x));
     Ok(SigmoidFit {
         lower,
         upper,
@@ -374,11 +496,158 @@ pub fn fit_sigmoid(records: &[StepPgr], cfg: &SigmoidConfig) -> Result<SigmoidFi
         se_log_width: se_s,
         rmse: (fit.rss / x.len() as f64).sqrt(),
         n_points: x.len(),
-        n_seeds: seeds.len(),
-        midpoint_in_range: m >= x[0] && m <= x[x.len() - 1],
+        n_seeds,
+        midpoint_in_range: m >= range.0 && m <= range.1,
         converged: fit.converged,
         bootstrap_failed,
+        not_identified: identification(fit.converged, m, range, mid_iv),
     })
+}
+
+/// (c) input: one (step, seed) of the W2S gain: which test examples the w2s student and the weak
+/// supervisor got right. Within a seed, every step lists the same test examples in the same order
+/// (the seed's test split), which is what lets the bootstrap resample examples across the whole curve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutcomes {
+    pub step: u64,
+    pub seed: u64,
+    pub w2s: Vec<bool>,
+    pub weak: Vec<bool>,
+}
+
+/// One seed's gain curve: per observed step (index into the sorted steps) the per-example gains
+/// w2s − weak ∈ {−1, 0, 1}.
+struct SeedCurve {
+    n: usize,
+    steps: Vec<usize>,
+    gains: Vec<Vec<i8>>,
+}
+
+/// (c): the sigmoid fit of the W2S gain (acc_w2s − acc_weak, the mean over seeds) against ln(step).
+///
+/// Unlike PGR the gain is defined at every step, so the fit sees both plateaus. Intervals: a
+/// two-stage percentile bootstrap of the whole curve (draw seeds with replacement; within each drawn
+/// seed draw its test examples with replacement, the same draw at every step, since a seed's steps
+/// share its test set and weak supervisor; recompute the per-step means; refit). With `bootstrap` =
+/// 0, covariance intervals as in [`fit_sigmoid`]. Step 0 is left out (its log is −∞).
+pub fn fit_gain_sigmoid(records: &[StepOutcomes], cfg: &SigmoidConfig) -> Result<SigmoidFit> {
+    validate(cfg)?;
+    let mut by_seed: BTreeMap<u64, BTreeMap<u64, &StepOutcomes>> = BTreeMap::new();
+    for r in records {
+        if r.w2s.len() != r.weak.len() || r.w2s.is_empty() {
+            return Err(Error::input(
+                "transition",
+                format!(
+                    "step {} seed {}: {} w2s and {} weak outcomes (need the same number, ≥ 1)",
+                    r.step,
+                    r.seed,
+                    r.w2s.len(),
+                    r.weak.len()
+                ),
+            ));
+        }
+        if r.step == 0 {
+            continue;
+        }
+        if by_seed
+            .entry(r.seed)
+            .or_default()
+            .insert(r.step, r)
+            .is_some()
+        {
+            return Err(Error::input(
+                "transition",
+                format!("step {} seed {} appears twice", r.step, r.seed),
+            ));
+        }
+    }
+    let mut steps: Vec<u64> = by_seed.values().flat_map(|m| m.keys().copied()).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let mut curves = Vec::with_capacity(by_seed.len());
+    for (seed, per_step) in &by_seed {
+        let n = per_step.values().next().map_or(0, |r| r.w2s.len());
+        if let Some(r) = per_step.values().find(|r| r.w2s.len() != n) {
+            return Err(Error::input(
+                "transition",
+                format!(
+                    "seed {seed}: step {} has {} test examples, other steps {n} (a seed's steps \
+                     must share its test set)",
+                    r.step,
+                    r.w2s.len()
+                ),
+            ));
+        }
+        curves.push(SeedCurve {
+            n,
+            steps: per_step
+                .keys()
+                .map(|s| steps.binary_search(s).expect("collected above"))
+                .collect(),
+            gains: per_step
+                .values()
+                .map(|r| {
+                    r.w2s
+                        .iter()
+                        .zip(&r.weak)
+                        .map(|(&a, &b)| a as i8 - b as i8)
+                        .collect()
+                })
+                .collect(),
+        });
+    }
+    let x_all: Vec<f64> = steps.iter().map(|&s| (s as f64).ln()).collect();
+    // Per-step mean over the given (seed, example-count) draws.
+    let curve = |draws: &[(usize, Option<&[i32]>)]| {
+        let mut sum = vec![0.0; steps.len()];
+        let mut cnt = vec![0usize; steps.len()];
+        for &(c, counts) in draws {
+            let sc = &curves[c];
+            for (&t, g) in sc.steps.iter().zip(&sc.gains) {
+                let total: i64 = match counts {
+                    None => g.iter().map(|&v| v as i64).sum(),
+                    Some(k) => g.iter().zip(k).map(|(&v, &w)| (v as i32 * w) as i64).sum(),
+                };
+                sum[t] += total as f64 / sc.n as f64;
+                cnt[t] += 1;
+            }
+        }
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for t in 0..steps.len() {
+            if cnt[t] > 0 {
+                xs.push(x_all[t]);
+                ys.push(sum[t] / cnt[t] as f64);
+            }
+        }
+        (xs, ys)
+    };
+    let all: Vec<(usize, Option<&[i32]>)> = (0..curves.len()).map(|c| (c, None)).collect();
+    let (x, y) = curve(&all);
+    let resample = |rng: &mut Stream| {
+        let k = curves.len();
+        let counts: Vec<(usize, Vec<i32>)> = (0..k)
+            .map(|_| {
+                let c = rng.below(k as u64) as usize;
+                let n = curves[c].n;
+                let mut w = vec![0i32; n];
+                for _ in 0..n {
+                    w[rng.below(n as u64) as usize] += 1;
+                }
+                (c, w)
+            })
+            .collect();
+        let draws: Vec<(usize, Option<&[i32]>)> = counts
+            .iter()
+            .map(|(c, w)| (*c, Some(w.as_slice())))
+            .collect();
+        curve(&draws)
+    };
+    let boot = (cfg.bootstrap > 0).then_some(Bootstrap {
+        stream: "transition-gain-bootstrap",
+        method: "seed_and_example_bootstrap",
+        resample,
+    });
+    fit_curve(&x, &y, curves.len(), cfg, "w2s and weak outcomes", boot)
 }
 
 /// The fitted curve's value at `step` (for plotting).

@@ -134,7 +134,7 @@ pub fn theory_lab(opts: &Options) -> Result<LabOutcome, ReproError> {
         Section::new("Theory lab: about these figures")
             .paragraph(format!(
                 "Reproduction of the synthetic findings of arXiv 2605.05710 with {version}, {mode} mode, in {total:.1} s \
-                 of wall time. Model and notation: shared/conventions.md. {reduced_runs} simulated runs used the reduced \
+                 of wall time. Model and notation: docs/theory.md in the w2sg repository. {reduced_runs} simulated runs used the reduced \
                  engine (the same finite-d process, exact in distribution, O(1) per SGD step) and {full_runs} the full \
                  O(d)-per-step engine. Dashed lines are the d → ∞ theory (BBP overlaps and the overlap ODE) for the \
                  same configs."

@@ -146,7 +146,9 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
     let failed = match w2sg_sweep::cli::run_command(&plan_path, &sweep_dir, &run_opts) {
         Ok(_) => 0,
         // The outputs are written; report the failures after the report.
-        Err(w2sg_sweep::Error::UnitsFailed(n)) => n,
+        Err(
+            w2sg_sweep::Error::UnitsFailed(n) | w2sg_sweep::Error::FailedEarlier { failed: n, .. },
+        ) => n,
         Err(e) => return Err(ReproError::Run(e.to_string())),
     };
     let plan =
@@ -272,8 +274,10 @@ fn headline(a: &Analysis) -> Value {
             "pgr": last.and_then(|r| r.pgr),
             "pgr_interval": last.and_then(|r| r.pgr_lo.zip(r.pgr_hi)),
             "sustained_step": t.sustained_step,
-            // Only a midpoint inside the observed steps is identified by the data.
-            "sigmoid_midpoint_step": t.sigmoid.as_ref().filter(|s| s.midpoint_in_range).map(|s| s.midpoint_step),
+            // The midpoint of the W2S-gain fit only where the data identify it; otherwise why not.
+            "gain_midpoint_step": t.identified_fit().map(|s| s.midpoint_step),
+            "gain_midpoint_interval": t.identified_fit().and_then(|s| s.midpoint_step_interval),
+            "gain_midpoint_not_identified": t.not_identified(),
         }));
     }
     Value::Array(out)

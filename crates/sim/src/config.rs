@@ -326,7 +326,9 @@ impl SimConfig {
                         "init = \"overlap\" needs m0 (the initial overlap with θ*)".into(),
                     );
                 };
-                check_range("m0", m0, -1.0, 1.0)?;
+                // An overlap with θ* is measured for the sign that ends positive; a negative m0 is
+                // the same start as −m0 with the labels' sign flipped, so it is refused, not guessed.
+                check_range("m0", m0, 0.0, 1.0)?;
                 Init::Overlap { m0 }
             }
             InitKind::Spectral => {
@@ -498,6 +500,10 @@ fn check_nonnegative(key: &str, v: f64) -> Result<(), (String, String)> {
     }
 }
 
+/// Most runs (grid points × seeds) one config may describe: beyond this the grid and the result tables
+/// alone would take tens of gigabytes; the `resources` module checks the memory of what is allowed.
+pub const MAX_RUNS: usize = 10_000_000;
+
 /// One point of a sweep: the validated config and the swept values that define it.
 #[derive(Clone, Debug)]
 pub struct GridPoint {
@@ -537,6 +543,12 @@ impl Plan {
         })?;
         let seeds = match doc.remove("seeds") {
             None => vec![0],
+            Some(toml::Value::Integer(n)) if n as u64 > MAX_RUNS as u64 => {
+                return Err(fail(
+                    Some("seeds".into()),
+                    format!("{n} seeds: at most {MAX_RUNS} runs per config (split the sweep)"),
+                ));
+            }
             Some(toml::Value::Integer(n)) if n >= 1 => (0..n as u64).collect(),
             Some(toml::Value::Array(list)) if !list.is_empty() => list
                 .iter()
@@ -566,7 +578,33 @@ impl Plan {
             }
         }
         let swept_keys: Vec<String> = swept.iter().map(|(k, _)| k.clone()).collect();
-        let total: usize = swept.iter().map(|(_, v)| v.len()).product();
+        // Count the runs before expanding anything: a sweep too large to hold is refused by name.
+        let total = swept
+            .iter()
+            .try_fold(1usize, |acc, (_, v)| acc.checked_mul(v.len()))
+            .filter(|&t| t.saturating_mul(seeds.len()) <= MAX_RUNS);
+        let Some(total) = total else {
+            let widest = swept
+                .iter()
+                .max_by_key(|(_, v)| v.len())
+                .map_or("seeds".to_string(), |(k, _)| k.clone());
+            let sizes: Vec<String> = swept
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.len()))
+                .chain(std::iter::once(format!("seeds: {}", seeds.len())))
+                .collect();
+            let runs = swept
+                .iter()
+                .fold(seeds.len() as f64, |acc, (_, v)| acc * v.len() as f64);
+            return Err(fail(
+                Some(widest),
+                format!(
+                    "the sweep has {runs:.3e} runs ({}); at most {MAX_RUNS} runs per config \
+                     (split the sweep)",
+                    sizes.join(" × ")
+                ),
+            ));
+        };
         let mut grid = Vec::with_capacity(total);
         for index in 0..total {
             // Mixed-radix digits, last key fastest.

@@ -1,6 +1,6 @@
 //! Link functions σ of the single-index model, with their Hermite coefficients.
 //!
-//! `a_k(σ) = E[σ(z) He_k(z)] / sqrt(k!)` (conventions.md). Coefficients come from quadrature: exact
+//! `a_k(σ) = E[σ(z) He_k(z)] / sqrt(k!)` (docs/theory.md, section 2). Coefficients come from quadrature: exact
 //! Gauss–Hermite for polynomial links, kink-split Gauss–Legendre for relu, |z| and sign, and a 64-node
 //! Gauss–Hermite rule for the smooth ones (tanh, erf, sigmoid). Derivatives are the a.e. derivatives
 //! SGD uses (relu'(0) = 0, sign' = 0).
@@ -52,6 +52,12 @@ impl Link {
                 }
                 if let Some(c) = coefficients.iter().find(|c| !c.is_finite()) {
                     return Err(format!("coefficient {c} is not finite"));
+                }
+                if coefficients.iter().skip(1).all(|&c| c == 0.0) {
+                    return Err(format!(
+                        "coefficients {coefficients:?} make a constant link (every a_k with k ≥ 1 \
+                         is 0): labels carry no information about any direction and every risk is 0"
+                    ));
                 }
                 Ok(Link::Coefficients(coefficients.clone()))
             }
@@ -404,7 +410,7 @@ mod tests {
         assert!(
             (sq[0] - 1.0).abs() < tol && (sq[2] - 2f64.sqrt()).abs() < tol && sq[4].abs() < tol
         );
-        // Reference values from conventions.md (4 decimals).
+        // Reference values of docs/theory.md (4 decimals).
         let tanh = link("tanh").hermite_coefficients(3);
         assert!((tanh[1] - 0.6057).abs() < 5e-5 && (tanh[3] + 0.1484).abs() < 5e-5);
         // sigmoid(z) = 1/2 + tanh(z/2)/2: a0 = 1/2 and even coefficients vanish.

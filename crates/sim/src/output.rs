@@ -2,11 +2,8 @@
 //!
 //! One summary row per run (per grid point for theory), with the swept config values as columns, so a
 //! plot or a dataframe can group by them directly. Undefined values (PGR with no gap, a failed run's
-//! metrics) are empty cells in CSV and `null` in JSON, never a made-up number. Files are written to a
-//! temporary name and renamed, so a crash never leaves a half-written table behind.
-
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! metrics) are empty cells in CSV and `null` in JSON, never a made-up number. The tables are built in
+//! memory and handed to `OutDir::commit` (crate::outdir), which switches the whole set in at once.
 
 use serde_json::{json, Value};
 
@@ -14,25 +11,8 @@ use crate::config::Plan;
 use crate::engine::{engine_for, RunOutput, SimError, TrajectoryPoint};
 use crate::prediction::TheoryOutput;
 
-/// What went wrong writing results: the file and the reason.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {reason}")]
-pub struct WriteError {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let fail = |e: std::io::Error| WriteError {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let tmp = path.with_extension("partial");
-    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
-}
+/// The files of one result set: (name in the output directory, bytes).
+pub type Files = Vec<(&'static str, Vec<u8>)>;
 
 fn num(v: f64) -> String {
     if v.is_finite() {
@@ -72,24 +52,39 @@ const SUMMARY_FIELDS: &[&str] = &[
     "pgr_final",
 ];
 
-/// The three result files of a `sim` command, each written atomically.
-fn write_tables(
-    dir: &Path,
+/// The three result tables of a `sim` command.
+fn tables(
     header: &[String],
     rows: &[Vec<String>],
     trajectory: &[Vec<String>],
     doc: &Value,
-) -> Result<(), WriteError> {
-    write_atomically(&dir.join("summary.csv"), &csv_bytes(header, rows))?;
+) -> Files {
     let traj_header: Vec<String> = TRAJECTORY_HEADER.iter().map(|s| s.to_string()).collect();
-    write_atomically(
-        &dir.join("trajectory.csv"),
-        &csv_bytes(&traj_header, trajectory),
-    )?;
-    write_atomically(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(doc).expect("json").as_bytes(),
-    )
+    vec![
+        ("summary.csv", csv_bytes(header, rows)),
+        ("trajectory.csv", csv_bytes(&traj_header, trajectory)),
+        (
+            "summary.json",
+            serde_json::to_string_pretty(doc)
+                .expect("json")
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// Column names of the swept keys: a swept key that is also a result column (`m0`: the configured
+/// initial overlap beside the measured one) is prefixed with `config.`, so no header appears twice.
+fn swept_columns(plan: &Plan) -> Vec<String> {
+    plan.swept_keys
+        .iter()
+        .map(|k| {
+            if SUMMARY_FIELDS.contains(&k.as_str()) {
+                format!("config.{k}")
+            } else {
+                k.clone()
+            }
+        })
+        .collect()
 }
 
 const TRAJECTORY_HEADER: &[&str] = &[
@@ -136,20 +131,15 @@ fn summary_cells(summary: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Writes the results of `sim run`. `results[i]` belongs to run i, that is grid point `i / seeds` and
-/// seed `seeds[i % seeds]`.
-pub fn write_simulation(
-    dir: &Path,
+/// The tables of `sim run`. `results[i]` belongs to run i, that is grid point `i / seeds` and seed
+/// `seeds[i % seeds]`.
+pub fn simulation_tables(
     plan: &Plan,
     config_file: &str,
     results: &[Result<RunOutput, SimError>],
-) -> Result<(), WriteError> {
-    std::fs::create_dir_all(dir).map_err(|e| WriteError {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+) -> Files {
     let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
-    header.extend(plan.swept_keys.iter().cloned());
+    header.extend(swept_columns(plan));
     header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
     header.extend(
         [
@@ -219,20 +209,11 @@ pub fn write_simulation(
         "seeds": plan.seeds,
         "runs": runs_json,
     });
-    write_tables(dir, &header, &rows, &traj_rows, &doc)
+    tables(&header, &rows, &traj_rows, &doc)
 }
 
-/// Writes the results of `sim theory`: one row per grid point, seed empty.
-pub fn write_theory(
-    dir: &Path,
-    plan: &Plan,
-    config_file: &str,
-    results: &[TheoryOutput],
-) -> Result<(), WriteError> {
-    std::fs::create_dir_all(dir).map_err(|e| WriteError {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+/// The tables of `sim theory`: one row per grid point, seed empty.
+pub fn theory_tables(plan: &Plan, config_file: &str, results: &[TheoryOutput]) -> Files {
     let extra = [
         "bbp_overlap",
         "bbp_eigenvalue",
@@ -242,7 +223,7 @@ pub fn write_theory(
         "escape_samples",
     ];
     let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
-    header.extend(plan.swept_keys.iter().cloned());
+    header.extend(swept_columns(plan));
     header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
     header.extend(extra.map(String::from));
     let mut rows = Vec::new();
@@ -274,5 +255,5 @@ pub fn write_theory(
         "swept_keys": plan.swept_keys,
         "runs": runs_json,
     });
-    write_tables(dir, &header, &rows, &traj_rows, &doc)
+    tables(&header, &rows, &traj_rows, &doc)
 }

@@ -1,6 +1,6 @@
 //! Online spherical SGD for one or several students that see the same samples.
 //!
-//! Step (conventions.md): `w ← (w − (lr/d) Σ_{i∈batch} ∇_S ℓ_i) / ‖·‖` with `∇_S ℓ = G (x − z w)`,
+//! Step (docs/theory.md, section 2): `w ← (w − (lr/d) Σ_{i∈batch} ∇_S ℓ_i) / ‖·‖` with `∇_S ℓ = G (x − z w)`,
 //! `G = (σ(z) − y) σ'(z)`, `z = w·x`. The learning rate is per sample: a batch applies the sum of its B
 //! gradients, so time `τ = samples/d` and the d → ∞ ODE are the same for every batch size B ≪ d.
 //!

@@ -1,4 +1,4 @@
-//! The d → ∞ theory set beside every simulation (conventions.md, "Theory to set beside simulations").
+//! The d → ∞ theory set beside every simulation (docs/theory.md, section 4).
 //!
 //! - BBP: overlap of the top sample-covariance eigenvector with the spike, and the top eigenvalue.
 //! - The overlap ODE of online spherical SGD, in a general form: student link σ, labels `g(t·x) + √Δ ε`

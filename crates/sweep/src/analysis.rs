@@ -1,6 +1,7 @@
 //! From finished units to the sweep's answers: per checkpoint the accuracies of weak, w2s and ceiling
 //! with PGR and its bootstrap interval over test examples and seeds, and per (family, task, loss) where
-//! W2SG appears: the first sustained step and the sigmoid fit of PGR against log(step).
+//! W2SG appears: the first sustained step and the sigmoid fit of the W2S gain (acc_w2s − acc_weak)
+//! against log(step), with its midpoint reported only where the data identify it.
 //!
 //! Reads the store only (plus the plan's splits), so it can run again at any time, on a partial
 //! sweep or after a merge; a checkpoint with missing or failed units gets a row saying so, never a
@@ -15,8 +16,8 @@ use w2sg_protocol::metrics::paired_diff_se;
 use w2sg_protocol::pgr::mean_and_se;
 use w2sg_protocol::store::bytes_to_f64s;
 use w2sg_protocol::{
-    first_sustained_step, fit_sigmoid, pgr, PgrConfig, SeedOutcomes, SigmoidFit, StepDiff, StepPgr,
-    Store, UnitKey, UnitStatus,
+    first_sustained_step, fit_gain_sigmoid, pgr, PgrConfig, SeedOutcomes, SigmoidFit, StepDiff,
+    StepOutcomes, Store, UnitKey, UnitStatus,
 };
 
 use crate::engine::{
@@ -95,8 +96,10 @@ pub struct Transition {
     /// First step from which w2s beats weak by more than z SEs at every later step.
     pub sustained_step: Option<u64>,
     pub z: f64,
+    /// The sigmoid fit of the W2S gain against ln(step); its midpoint is a finding only when
+    /// [`SigmoidFit::identified`] (see [`Transition::not_identified`]).
     pub sigmoid: Option<SigmoidFit>,
-    /// Why there is no sigmoid fit (too few defined points, no convergence).
+    /// Why there is no sigmoid fit (too few steps with outcomes).
     pub sigmoid_error: Option<String>,
 }
 
@@ -194,7 +197,7 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
             for mode in &modes {
               for loss in &plan.losses {
                 let mut diffs = Vec::new();
-                let mut step_pgrs = Vec::new();
+                let mut step_outcomes = Vec::new();
                 for ck in checkpoints {
                     if mode.is_some() && !tuned.contains(&ck.group()) {
                         continue;
@@ -211,11 +214,11 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
                         &single,
                         &mut out.seeds,
                         &mut diffs,
-                        &mut step_pgrs,
+                        &mut step_outcomes,
                     )?;
                     out.steps.push(row);
                 }
-                let mut t = transition(plan, family, &ds.name, loss, &diffs, &step_pgrs);
+                let mut t = transition(plan, family, &ds.name, loss, &diffs, &step_outcomes);
                 t.mode = mode.clone().unwrap_or_else(|| "probe".into());
                 out.transitions.push(t);
               }
@@ -238,7 +241,7 @@ fn analyse_checkpoint(
     single: &PgrConfig,
     seed_rows: &mut Vec<SeedRow>,
     diffs: &mut Vec<StepDiff>,
-    step_pgrs: &mut Vec<StepPgr>,
+    step_outcomes: &mut Vec<StepOutcomes>,
 ) -> Result<StepRow> {
     let plan = &resolved.plan;
     let mut outcomes = Vec::new();
@@ -291,10 +294,11 @@ fn analyse_checkpoint(
                 diff: mean(&o.w2s) - mean(&o.weak),
                 se: paired_diff_se(&o.w2s, &o.weak),
             });
-            step_pgrs.push(StepPgr {
+            step_outcomes.push(StepOutcomes {
                 step,
                 seed,
-                pgr: seed_pgr,
+                w2s: o.w2s.clone(),
+                weak: o.weak.clone(),
             });
         }
         rows.push(SeedRow {
@@ -415,7 +419,7 @@ fn transition(
     task: &str,
     loss: &str,
     diffs: &[StepDiff],
-    step_pgrs: &[StepPgr],
+    step_outcomes: &[StepOutcomes],
 ) -> Transition {
     let z = plan.transition.z;
     let sustained_step = if diffs.is_empty() {
@@ -423,7 +427,7 @@ fn transition(
     } else {
         first_sustained_step(diffs, z).ok().and_then(|s| s.step)
     };
-    let (sigmoid, sigmoid_error) = match fit_sigmoid(step_pgrs, &plan.transition.sigmoid) {
+    let (sigmoid, sigmoid_error) = match fit_gain_sigmoid(step_outcomes, &plan.transition.sigmoid) {
         Ok(fit) => (Some(fit), None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -436,5 +440,24 @@ fn transition(
         z,
         sigmoid,
         sigmoid_error,
+    }
+}
+
+impl Transition {
+    /// The fit whose midpoint the data identify, if any.
+    pub fn identified_fit(&self) -> Option<&SigmoidFit> {
+        self.sigmoid.as_ref().filter(|s| s.identified())
+    }
+
+    /// Why no midpoint is reported: no fit at all, or a fit whose midpoint is not identified.
+    pub fn not_identified(&self) -> Option<String> {
+        match &self.sigmoid {
+            None => Some(
+                self.sigmoid_error
+                    .clone()
+                    .unwrap_or_else(|| "no fit".into()),
+            ),
+            Some(s) => s.not_identified.clone(),
+        }
     }
 }

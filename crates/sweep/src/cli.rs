@@ -64,6 +64,10 @@ pub enum SweepCommand {
         out: PathBuf,
         /// Shard databases (default: every .sqlite file in DIR/shards).
         shards: Vec<PathBuf>,
+        /// Merge even when shards named `shard-I-of-N` are missing for some I (their checkpoints are
+        /// reported as missing).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// Write the tables, figures and report again from DIR/results.sqlite.
     Report {
@@ -76,7 +80,12 @@ pub enum SweepCommand {
 /// Runs `w2sg sweep …`; returns the exit code.
 pub fn main(args: SweepArgs) -> u8 {
     let result = match args.command {
-        Some(SweepCommand::Merge { plan, out, shards }) => merge_command(&plan, &out, shards),
+        Some(SweepCommand::Merge {
+            plan,
+            out,
+            shards,
+            allow_missing,
+        }) => merge_command(&plan, &out, shards, allow_missing),
         Some(SweepCommand::Report { plan, out }) => report_command(&plan, &out),
         None => {
             let (Some(plan), Some(out)) = (args.run.plan, args.run.out) else {
@@ -105,7 +114,7 @@ pub fn main(args: SweepArgs) -> u8 {
 fn load(plan_path: &Path) -> Result<(Plan, Resolved)> {
     let plan = Plan::from_file(plan_path)?;
     let archives = w2sg_data::ArchiveStore::from_env();
-    let resolved = resolve(&plan, &archives)?;
+    let resolved = resolve(&plan, &archives).map_err(|e| e.in_plan(plan_path))?;
     Ok((plan, resolved))
 }
 
@@ -174,13 +183,42 @@ pub fn run_command(plan_path: &Path, out: &Path, opts: &RunOptions) -> Result<Ru
             eprintln!("  failed: {what}: {err}");
         }
     }
+    if report.units_failed_earlier > 0 && !opts.policy.retry_failed {
+        return Err(Error::FailedEarlier {
+            failed: report.units_failed,
+            earlier: report.units_failed_earlier,
+        });
+    }
     if report.units_failed > 0 {
         return Err(Error::UnitsFailed(report.units_failed));
     }
     Ok(report)
 }
 
-fn merge_command(plan_path: &Path, out: &Path, shards: Vec<PathBuf>) -> Result<()> {
+/// Shards `shard-I-of-N.sqlite` missing from `shards` for the N their names give; empty when the
+/// names follow no such pattern (shards named by the user).
+fn missing_shards(shards: &[PathBuf]) -> Option<(usize, Vec<usize>)> {
+    let parsed: Vec<(usize, usize)> = shards
+        .iter()
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?.strip_prefix("shard-")?;
+            let (i, n) = stem.split_once("-of-")?;
+            Some((i.parse().ok()?, n.parse().ok()?))
+        })
+        .collect();
+    let count = parsed.first()?.1;
+    let missing: Vec<usize> = (0..count)
+        .filter(|i| !parsed.iter().any(|&(j, n)| j == *i && n == count))
+        .collect();
+    (!missing.is_empty()).then_some((count, missing))
+}
+
+pub fn merge_command(
+    plan_path: &Path,
+    out: &Path,
+    shards: Vec<PathBuf>,
+    allow_missing: bool,
+) -> Result<()> {
     let shards = if shards.is_empty() {
         let dir = out.join("shards");
         let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -199,6 +237,23 @@ fn merge_command(plan_path: &Path, out: &Path, shards: Vec<PathBuf>) -> Result<(
     } else {
         shards
     };
+    if let Some((count, missing)) = missing_shards(&shards) {
+        let list = missing
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !allow_missing {
+            return Err(Error::MissingShards {
+                dir: shards[0].parent().unwrap_or(Path::new(".")).to_path_buf(),
+                missing: list,
+                count,
+            });
+        }
+        eprintln!(
+            "warning: shard(s) {list} of {count} are missing; merging the others (--allow-missing)"
+        );
+    }
     let (_, resolved) = load(plan_path)?;
     create_dir(out)?;
     let dest = out.join("results.sqlite");
@@ -216,7 +271,7 @@ fn merge_command(plan_path: &Path, out: &Path, shards: Vec<PathBuf>) -> Result<(
     write_outputs(&resolved, &store, out, f64::NAN)
 }
 
-fn report_command(plan_path: &Path, out: &Path) -> Result<()> {
+pub fn report_command(plan_path: &Path, out: &Path) -> Result<()> {
     let (_, resolved) = load(plan_path)?;
     let db = out.join("results.sqlite");
     if !db.is_file() {
@@ -231,6 +286,9 @@ fn report_command(plan_path: &Path, out: &Path) -> Result<()> {
 
 /// Analyses the store and writes tables, figures, units.csv, failures.csv and report.html.
 pub fn write_outputs(resolved: &Resolved, store: &Store, out: &Path, seconds: f64) -> Result<()> {
+    // One writer of the outputs at a time: two reports at once would interleave their tables.
+    create_dir(out)?;
+    let _lock = w2sg_fsio::DirLock::acquire(&out.join(".outputs.w2sg-lock"))?;
     let analysis = analyse(resolved, store)?;
     let title = &resolved.plan.name;
     let written = write_all(&analysis, title, out)?;

@@ -36,7 +36,7 @@ use w2sg_lm::features::{FeatureOptions, Pooling};
 use w2sg_lm::model::Model;
 use w2sg_lm::revisions::{family_source, fingerprint, list_revisions, Revision};
 use w2sg_protocol::key::config_hash;
-use w2sg_protocol::store::{bytes_to_f32s, bytes_to_f64s, f64s_to_bytes};
+use w2sg_protocol::store::{bytes_to_f32s, bytes_to_f64s, f32s_to_bytes, f64s_to_bytes};
 use w2sg_protocol::{
     EvalMetrics, Features, Outcome, ProbeConfig, RunPolicy, ShardSpec, Store, Targets, UnitKey,
     UnitKind, UnitOutput, UnitSpec,
@@ -56,7 +56,6 @@ use crate::plan::{FamilyPlan, Plan, Revisions};
 pub mod fault {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    const ENV: &str = "W2SG_TEST_ABORT_AT";
     static FEATURES: AtomicU64 = AtomicU64::new(0);
     static TRAIN: AtomicU64 = AtomicU64::new(0);
     static COMMIT: AtomicU64 = AtomicU64::new(0);
@@ -64,10 +63,9 @@ pub mod fault {
 
     /// Counts a visit to `point` and aborts if it is the configured one.
     pub fn visit(point: &str) {
-        let Ok(v) = std::env::var(ENV) else { return };
-        let Some((p, n)) = v.split_once(':') else {
+        if !armed() {
             return;
-        };
+        }
         let counter = match point {
             "sweep-features" => &FEATURES,
             "sweep-train" => &TRAIN,
@@ -76,15 +74,12 @@ pub mod fault {
             _ => return,
         };
         let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        if p == point && n.trim().parse::<u64>().ok() == Some(count) {
-            eprintln!("{ENV}: aborting at {point}:{count}");
-            std::process::abort();
-        }
+        w2sg_fsio::test_abort_if(point, count);
     }
 
     /// Whether any fault is configured (so the store hook is installed only then).
     pub fn armed() -> bool {
-        std::env::var_os(ENV).is_some()
+        std::env::var_os(w2sg_fsio::TEST_ABORT_ENV).is_some()
     }
 }
 
@@ -232,10 +227,19 @@ pub fn resolve(plan: &Plan, archives: &w2sg_data::ArchiveStore) -> Result<Resolv
     for f in &plan.families {
         families.push((plan.family_name(f), family_checkpoints(plan, f)?));
     }
+    check_layer(plan, &weak, &families)?;
     let mut datasets = Vec::new();
-    for t in &plan.tasks {
+    for (i, t) in plan.tasks.iter().enumerate() {
         let pooling = t.pooling.as_deref().unwrap_or(&plan.features.pooling);
-        datasets.push(Dataset::load(t, archives)?.with_pooling(pooling));
+        let ds = Dataset::load(t, archives).map_err(|e| match (&t.jsonl, e) {
+            // A task file the plan names that cannot be read is bad input of the plan.
+            (Some(_), Error::Data(d)) => Error::PlanKey {
+                key: "task.jsonl".into(),
+                problem: format!("[[task]] {} ({}): {d}", i + 1, t.label()),
+            },
+            (_, e) => e,
+        })?;
+        datasets.push(ds.with_pooling(pooling));
     }
     Ok(Resolved {
         plan: plan.clone(),
@@ -243,6 +247,29 @@ pub fn resolve(plan: &Plan, archives: &w2sg_data::ArchiveStore) -> Result<Resolv
         families,
         datasets,
     })
+}
+
+/// `features.layer` against every checkpoint whose config can be read (one that cannot is recorded as
+/// failed when its units run): checked here, before anything runs, so a layer no model has is bad
+/// input of the plan, not a failed run.
+fn check_layer(
+    plan: &Plan,
+    weak: &CheckpointRef,
+    families: &[(String, Vec<CheckpointRef>)],
+) -> Result<()> {
+    let all = std::iter::once(weak).chain(families.iter().flat_map(|(_, c)| c.iter()));
+    for ck in all {
+        let Ok(config) = w2sg_lm::config::ModelConfig::from_dir(&ck.dir) else {
+            continue;
+        };
+        if let Err(e) = w2sg_lm::features::resolve_layer(plan.features.layer, config.num_layers()) {
+            return Err(Error::PlanKey {
+                key: "features.layer".into(),
+                problem: format!("{e} (checkpoint {} of {})", ck.revision, ck.family),
+            });
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -422,13 +449,9 @@ pub fn extract_features(
     result.insert("truncated".into(), json!(f.num_truncated()));
     result.insert("family".into(), json!(ck.family));
     result.insert("revision".into(), json!(ck.revision));
-    let mut blob = Vec::with_capacity(data.len() * 4);
-    for v in &data {
-        blob.extend_from_slice(&v.to_le_bytes());
-    }
     Ok(UnitOutput {
         result,
-        blob: Some(blob),
+        blob: Some(f32s_to_bytes(&data)),
     })
 }
 
@@ -610,6 +633,8 @@ pub struct RunReport {
     pub units_done: usize,
     pub units_skipped: usize,
     pub units_failed: usize,
+    /// Of `units_failed`, those recorded as failed by an earlier run and not retried.
+    pub units_failed_earlier: usize,
     /// Units not run because a unit they need failed.
     pub units_blocked: usize,
     pub checkpoints: usize,
@@ -625,6 +650,7 @@ impl RunReport {
             Outcome::Skipped(w2sg_protocol::UnitStatus::Failed) => {
                 self.units_skipped += 1;
                 self.units_failed += 1;
+                self.units_failed_earlier += 1;
             }
             Outcome::Failed(msg) => {
                 self.units_failed += 1;

@@ -38,6 +38,34 @@ pub enum Error {
     /// Units failed (each is recorded in the store with its error; the rest of the sweep finished).
     #[error("{0} unit(s) failed; their errors are in the results store and in failures.csv")]
     UnitsFailed(usize),
+
+    /// Units failed, some of them in an earlier run (recorded failures are not retried by default).
+    #[error(
+        "{failed} unit(s) failed, {earlier} of them in an earlier run (recorded failures are not \
+         retried); their errors are in failures.csv. If you have repaired their inputs (a checkpoint, \
+         a task file), run again with --retry-failed"
+    )]
+    FailedEarlier { failed: usize, earlier: usize },
+
+    /// A value of the plan that only the resolved inputs show to be wrong (a layer the checkpoints do
+    /// not have, a task file that cannot be read); `key` as the user writes it.
+    #[error("plan key `{key}`: {problem}")]
+    PlanKey { key: String, problem: String },
+
+    /// Another process is writing the same output directory.
+    #[error("{0}")]
+    Locked(#[from] w2sg_fsio::LockError),
+
+    /// `sweep merge` found fewer shard databases than the shard count their names give.
+    #[error(
+        "{dir}: shard(s) {missing} of {count} are missing (a job of the array did not finish): run \
+         them again with `--shard I/{count}`, or merge what exists with --allow-missing"
+    )]
+    MissingShards {
+        dir: PathBuf,
+        missing: String,
+        count: usize,
+    },
 }
 
 impl Error {
@@ -48,10 +76,21 @@ impl Error {
         }
     }
 
+    /// Names the plan file in an error about one of its keys.
+    pub fn in_plan(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::PlanKey { key, problem } => Error::Plan {
+                path: path.to_path_buf(),
+                problem: format!("key `{key}`: {problem}"),
+            },
+            e => e,
+        }
+    }
+
     /// Process exit code: 2 for bad input, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Plan { .. } | Error::Input { .. } => 2,
+            Error::Plan { .. } | Error::Input { .. } | Error::PlanKey { .. } => 2,
             Error::Data(
                 w2sg_data::DataError::Line { .. } | w2sg_data::DataError::Format { .. },
             ) => 2,

@@ -8,7 +8,6 @@
 //! The step axis is logarithmic, like Pythia's checkpoint schedule. Step 0 (the random
 //! initialization) has no logarithm; it is drawn at x = 0.5 and said so in the axis label.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use w2sg_report::{palette, Axis, Figure, Legend, LineSeries, Marker, Plot, RefLine, Section};
@@ -27,16 +26,10 @@ fn step_x(step: u64) -> f64 {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
+/// Writes `bytes` to `path` atomically ([`w2sg_fsio::write_atomic`]: a temporary name unique to this
+/// process, then a rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    w2sg_fsio::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn csv_bytes<T: serde::Serialize>(rows: &[T]) -> Result<Vec<u8>> {
@@ -53,7 +46,8 @@ fn csv_bytes<T: serde::Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     })
 }
 
-/// A flat row of transitions.csv.
+/// A flat row of transitions.csv: the midpoint, width, plateaus and intervals of the W2S-gain fit
+/// only where the data identify the midpoint; otherwise empty cells and the reason.
 #[derive(serde::Serialize)]
 struct TransitionCsv<'a> {
     family: &'a str,
@@ -62,20 +56,20 @@ struct TransitionCsv<'a> {
     loss: &'a str,
     sustained_step: Option<u64>,
     z: f64,
-    sigmoid_midpoint_step: Option<f64>,
-    sigmoid_midpoint_lo: Option<f64>,
-    sigmoid_midpoint_hi: Option<f64>,
-    sigmoid_width: Option<f64>,
-    sigmoid_width_lo: Option<f64>,
-    sigmoid_width_hi: Option<f64>,
-    sigmoid_lower: Option<f64>,
-    sigmoid_upper: Option<f64>,
-    sigmoid_midpoint_in_range: Option<bool>,
-    sigmoid_error: Option<&'a str>,
+    midpoint_step: Option<f64>,
+    midpoint_lo: Option<f64>,
+    midpoint_hi: Option<f64>,
+    width: Option<f64>,
+    width_lo: Option<f64>,
+    width_hi: Option<f64>,
+    gain_lower: Option<f64>,
+    gain_upper: Option<f64>,
+    identified: bool,
+    not_identified_reason: Option<String>,
 }
 
 fn transition_csv(t: &Transition) -> TransitionCsv<'_> {
-    let s = t.sigmoid.as_ref();
+    let s = t.identified_fit();
     TransitionCsv {
         family: &t.family,
         task: &t.task,
@@ -83,16 +77,16 @@ fn transition_csv(t: &Transition) -> TransitionCsv<'_> {
         loss: &t.loss,
         sustained_step: t.sustained_step,
         z: t.z,
-        sigmoid_midpoint_step: s.map(|s| s.midpoint_step),
-        sigmoid_midpoint_lo: s.and_then(|s| s.midpoint_step_interval.map(|i| i.0)),
-        sigmoid_midpoint_hi: s.and_then(|s| s.midpoint_step_interval.map(|i| i.1)),
-        sigmoid_width: s.map(|s| s.width),
-        sigmoid_width_lo: s.and_then(|s| s.width_interval.map(|i| i.0)),
-        sigmoid_width_hi: s.and_then(|s| s.width_interval.map(|i| i.1)),
-        sigmoid_lower: s.map(|s| s.lower),
-        sigmoid_upper: s.map(|s| s.upper),
-        sigmoid_midpoint_in_range: s.map(|s| s.midpoint_in_range),
-        sigmoid_error: t.sigmoid_error.as_deref(),
+        midpoint_step: s.map(|s| s.midpoint_step),
+        midpoint_lo: s.and_then(|s| s.midpoint_step_interval.map(|i| i.0)),
+        midpoint_hi: s.and_then(|s| s.midpoint_step_interval.map(|i| i.1)),
+        width: s.map(|s| s.width),
+        width_lo: s.and_then(|s| s.width_interval.map(|i| i.0)),
+        width_hi: s.and_then(|s| s.width_interval.map(|i| i.1)),
+        gain_lower: s.map(|s| s.lower),
+        gain_upper: s.map(|s| s.upper),
+        identified: s.is_some(),
+        not_identified_reason: t.not_identified(),
     }
 }
 
@@ -197,7 +191,8 @@ fn losses(analysis: &Analysis, family: &str, task: &str) -> Vec<String> {
     v
 }
 
-/// Accuracy (weak, ceiling, w2s per loss) and PGR against step for one family and task.
+/// Accuracy (weak, ceiling, w2s per loss, the fitted gain curve) and PGR against step for one family
+/// and task.
 pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Figure {
     let x_axis = || Axis::new("pre-training step (log; step 0 at 0.5)").log();
     let mut acc = Plot::new(format!("Accuracy on the test set: {family}, {task}"))
@@ -212,6 +207,17 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
     .y_axis(Axis::new("PGR (95% bootstrap interval)"))
     .hline(RefLine::new("PGR = 0", 0.0).color(palette(7)));
     let losses = losses(analysis, family, task);
+    // The weak supervisor is one model: its accuracy is the same at every step (mean over the steps
+    // in case seeds are missing at some).
+    let weak_accs: Vec<f64> = analysis
+        .steps
+        .iter()
+        .filter(|r| r.family == family && r.task == task && r.step.is_some())
+        .filter_map(|r| r.acc_weak)
+        .filter(|v| v.is_finite())
+        .collect();
+    let weak_level =
+        (!weak_accs.is_empty()).then(|| weak_accs.iter().sum::<f64>() / weak_accs.len() as f64);
     let mut weak_done = false;
     let mut ceilings_done: Vec<String> = Vec::new();
     for (li, loss) in losses.iter().enumerate() {
@@ -282,34 +288,30 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
                 acc = acc.vline(line.clone());
                 pgr_plot = pgr_plot.vline(line);
             }
-            // The fitted curve over the steps whose PGR is defined, when its midpoint lies among them
-            // (a midpoint outside them is not identified by the data).
-            let defined: Vec<f64> = rows
+            // The fitted gain curve, drawn as weak + gain on the accuracy panel over the observed
+            // steps, only when its midpoint is identified (otherwise the fit is not a finding).
+            let observed: Vec<f64> = rows
                 .iter()
-                .filter(|r| r.pgr.is_some())
                 .filter_map(|r| r.step)
                 .filter(|&s| s > 0)
                 .map(|s| s as f64)
                 .collect();
-            if let Some(fit) = t
-                .sigmoid
-                .as_ref()
-                .filter(|f| f.converged && f.midpoint_in_range)
-            {
-                let x0 = defined.iter().copied().fold(f64::INFINITY, f64::min);
-                let x1 = defined.iter().copied().fold(0.0, f64::max);
+            if let (Some(fit), Some(w)) = (t.identified_fit(), weak_level) {
+                let x0 = observed.iter().copied().fold(f64::INFINITY, f64::min);
+                let x1 = observed.iter().copied().fold(0.0, f64::max);
                 if x0.is_finite() && x1 > x0 {
                     let n = 60;
                     let curve: Vec<(f64, f64)> = (0..=n)
                         .map(|i| {
                             let x = x0 * (x1 / x0).powf(i as f64 / n as f64);
-                            (x, w2sg_protocol::transition::sigmoid_at(fit, x))
+                            (x, w + w2sg_protocol::transition::sigmoid_at(fit, x))
                         })
                         .collect();
-                    pgr_plot = pgr_plot.line(
+                    let (lo, hi) = fit.midpoint_step_interval.unwrap_or((f64::NAN, f64::NAN));
+                    acc = acc.line(
                         LineSeries::new(
                             format!(
-                                "sigmoid fit, midpoint step {:.0} ({loss})",
+                                "weak + fitted gain, midpoint step {:.0} [{lo:.0}, {hi:.0}] ({loss})",
                                 fit.midpoint_step
                             ),
                             curve,
@@ -354,32 +356,33 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
                  ceiling (trained on ground truth) and the w2s student (trained on the weak \
                  supervisor's labels), bands ± 1 SE over seeds. Right: PGR with its 95% bootstrap \
                  interval over test examples and seeds; vertical lines mark the first step from which \
-                 w2s stays above weak by more than 2 SE."
+                 w2s stays above weak by more than 2 SE. Dashed in a loss's colour on the left: the sigmoid fitted to the \
+                 W2S gain (w2s − weak) against log step, drawn where its midpoint is identified."
             ),
         )?;
     }
-    let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+    let fmt = |v: f64| format!("{v:.0}");
     let rows: Vec<Vec<String>> = analysis
         .transitions
         .iter()
         .map(|t| {
-            // A midpoint outside the observed steps is not identified by the data: say so.
-            let s = t.sigmoid.as_ref().filter(|s| s.midpoint_in_range);
-            let unidentified = t.sigmoid.as_ref().is_some_and(|s| !s.midpoint_in_range);
+            // Only a midpoint the data identify is a number; otherwise the reason.
+            let s = t.identified_fit();
             vec![
                 t.family.clone(),
                 t.task.clone(),
                 series(&t.mode, &t.loss),
                 t.sustained_step.map_or("never".into(), |s| s.to_string()),
-                if unidentified {
-                    "outside the observed steps".into()
-                } else {
-                    fmt(s.map(|s| s.midpoint_step))
+                match s {
+                    Some(s) => fmt(s.midpoint_step),
+                    None => format!("not identified: {}", t.not_identified().unwrap_or_default()),
                 },
                 s.and_then(|s| s.midpoint_step_interval)
-                    .map_or("–".into(), |(a, b)| format!("[{a:.0}, {b:.0}]")),
+                    .map_or("–".into(), |(a, b)| format!("[{}, {}]", fmt(a), fmt(b))),
                 s.map_or("–".into(), |s| format!("{:.2}", s.width)),
-                s.map_or("–".into(), |s| format!("{:.2} → {:.2}", s.lower, s.upper)),
+                s.map_or("–".into(), |s| {
+                    format!("{:+.3} → {:+.3}", s.lower, s.upper)
+                }),
             ]
         })
         .collect();
@@ -389,10 +392,10 @@ pub fn report_section(analysis: &Analysis, title: &str, notes: &[String]) -> Res
             "task",
             "student",
             "w2s > weak from step",
-            "sigmoid midpoint (step)",
+            "midpoint of the W2S gain (step)",
             "95% interval",
             "width (ln step)",
-            "PGR plateaus",
+            "gain plateaus",
         ],
         rows,
     );

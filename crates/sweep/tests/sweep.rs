@@ -201,8 +201,20 @@ fn a_corrupt_checkpoint_is_recorded_as_failed_and_the_sweep_goes_on() {
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["kind"], "features");
     // A rerun does not retry it (exit 1 again, nothing run) ...
-    let again = run_command(&f.plan, &out, &opts(ShardSpec::all()));
-    assert!(matches!(again, Err(Error::UnitsFailed(1))));
+    // ... and says how to retry it.
+    let again = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Error::FailedEarlier {
+                failed: 1,
+                earlier: 1
+            }
+        ),
+        "{again}"
+    );
+    assert!(again.to_string().contains("--retry-failed"), "{again}");
+    assert_eq!(again.exit_code(), 1);
     // ... and repairing the file gives new content, so its units run under their new key.
     std::fs::write(&weights, &good).unwrap();
     let fixed = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
