@@ -55,7 +55,9 @@ fn csv_bytes(header: &[String], rows: &[Vec<String>]) -> Vec<u8> {
     w.into_inner().expect("in-memory flush")
 }
 
-const SUMMARY_FIELDS: &[&str] = &[
+/// The outcome columns of `summary.csv`, in order (shared by simulation and theory, and by the Python
+/// bindings, which return the same columns).
+pub const SUMMARY_FIELDS: &[&str] = &[
     "m0",
     "r0",
     "rho_weak",
@@ -92,7 +94,8 @@ fn write_tables(
     )
 }
 
-const TRAJECTORY_HEADER: &[&str] = &[
+/// The columns of `trajectory.csv`, in order.
+pub const TRAJECTORY_HEADER: &[&str] = &[
     "run",
     "seed",
     "t",
@@ -136,6 +139,16 @@ fn summary_cells(summary: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The columns `sim run` adds after [`SUMMARY_FIELDS`].
+pub const RUN_FIELDS: [&str; 6] = [
+    "spectral_eigenvalue",
+    "lanczos_iterations",
+    "sign_flipped",
+    "engine",
+    "fallback_reason",
+    "error",
+];
+
 /// Writes the results of `sim run`. `results[i]` belongs to run i, that is grid point `i / seeds` and
 /// seed `seeds[i % seeds]`.
 pub fn write_simulation(
@@ -151,17 +164,7 @@ pub fn write_simulation(
     let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
     header.extend(plan.swept_keys.iter().cloned());
     header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
-    header.extend(
-        [
-            "spectral_eigenvalue",
-            "lanczos_iterations",
-            "sign_flipped",
-            "engine",
-            "fallback_reason",
-            "error",
-        ]
-        .map(String::from),
-    );
+    header.extend(RUN_FIELDS.map(String::from));
     let mut rows = Vec::new();
     let mut runs_json = Vec::new();
     let mut traj_rows = Vec::new();
@@ -222,6 +225,16 @@ pub fn write_simulation(
     write_tables(dir, &header, &rows, &traj_rows, &doc)
 }
 
+/// The columns `sim theory` adds after [`SUMMARY_FIELDS`].
+pub const THEORY_FIELDS: [&str; 6] = [
+    "bbp_overlap",
+    "bbp_eigenvalue",
+    "above_bbp",
+    "geodesic_peak",
+    "information_exponent",
+    "escape_samples",
+];
+
 /// Writes the results of `sim theory`: one row per grid point, seed empty.
 pub fn write_theory(
     dir: &Path,
@@ -233,14 +246,7 @@ pub fn write_theory(
         path: dir.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let extra = [
-        "bbp_overlap",
-        "bbp_eigenvalue",
-        "above_bbp",
-        "geodesic_peak",
-        "information_exponent",
-        "escape_samples",
-    ];
+    let extra = THEORY_FIELDS;
     let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
     header.extend(plan.swept_keys.iter().cloned());
     header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
