@@ -225,3 +225,32 @@ def test_ctrl_c_interrupts_a_long_run_within_a_second():
     assert latency < 1.0, latency
     # The engine is usable afterwards.
     assert len(col(w2sg.simulate({"d": 100, "sgd": {"tau_max": 1.0}}).summary, "m0")) == 1
+
+
+def rust_owned(array):
+    """Whether a numpy array views a buffer numpy did not allocate (the Rust Vec handed over)."""
+    base = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return not isinstance(base, np.ndarray) and not array.flags.owndata
+
+
+def test_result_columns_are_not_copied():
+    run = w2sg.simulate({"d": 100, "sgd": {"tau_max": 1.0}})
+    assert rust_owned(np.asarray(run.trajectory["m"]))
+    assert rust_owned(np.asarray(run.summary["m0"]))
+
+
+def test_tables_without_pandas_are_dicts_of_arrays(monkeypatch):
+    cfg = {"d": 200, "init": ["spectral", "random"], "sgd": {"tau_max": 2.0}}
+    with_pandas = w2sg.simulate(cfg)
+    monkeypatch.setattr(w2sg, "_pd", None)
+    run = w2sg.simulate(cfg)
+    assert isinstance(run.summary, dict) and isinstance(run.trajectory, dict)
+    assert list(run.summary) == list(with_pandas.summary.columns)
+    assert list(run.trajectory) == list(with_pandas.trajectory.columns)
+    assert all(isinstance(v, np.ndarray) for v in run.summary.values())
+    assert list(run.summary["init"]) == ["spectral", "random"]
+    np.testing.assert_array_equal(run.trajectory["m"], with_pandas.trajectory["m"].to_numpy())
+    assert run.summary["sign_flipped"][1] is None  # a random start has no eigenvector to flip
+    assert run.errors == []

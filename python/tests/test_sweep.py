@@ -99,9 +99,10 @@ def test_load_sweep_reads_the_sweeps_tables(sweep_dir):
         table = getattr(sw, name)
         with open(sweep_dir / f"{name}.csv", newline="") as f:
             expected = list(csv.DictReader(f))
-        assert list(table.keys()) == list(expected[0].keys()) if expected else True
+        assert expected, f"{name}.csv has rows"
+        assert list(table.keys()) == list(expected[0].keys())
         assert len(table[list(table.keys())[0]]) == len(expected)
-        for k in expected[0] if expected else []:
+        for k in expected[0]:
             got = list(np.asarray(table[k]))
             for i, row in enumerate(expected):
                 cell, value = row[k], got[i]
@@ -123,3 +124,14 @@ def test_load_sweep_errors(tmp_path):
         w2sg.load_sweep(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="results.csv: missing"):
         w2sg.load_sweep(tmp_path)
+
+
+def test_load_sweep_without_pandas(sweep_dir, monkeypatch):
+    with_pandas = w2sg.load_sweep(sweep_dir)
+    monkeypatch.setattr(w2sg, "_pd", None)
+    sw = w2sg.load_sweep(sweep_dir)
+    assert isinstance(sw.results, dict)
+    assert list(sw.results) == list(with_pandas.results.columns)
+    for name in ("step", "acc_ceiling", "acc_w2s", "pgr"):
+        np.testing.assert_array_equal(sw.results[name], with_pandas.results[name].to_numpy(float))
+    assert list(sw.results["loss"]) == list(with_pandas.results["loss"])

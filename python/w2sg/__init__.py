@@ -280,9 +280,10 @@ def _read_csv(path: str) -> Table:
     for j, name in enumerate(header):
         cells = [_parse_cell(r[j]) if j < len(r) else None for r in body]
         present = [c for c in cells if c is not None]
-        if present and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in present):
+        # Numbers (NaN where empty); an all-empty column is NaN too, as pandas reads it.
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in present):
             out[name] = np.array([np.nan if c is None else c for c in cells], dtype=float)
-            if all(isinstance(c, int) for c in cells):
+            if present and all(isinstance(c, int) for c in cells):
                 out[name] = out[name].astype(np.int64)
         else:
             out[name] = np.array(cells, dtype=object)
