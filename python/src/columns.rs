@@ -20,6 +20,8 @@ pub enum Column {
 pub struct Table {
     pub names: Vec<String>,
     pub columns: Vec<Column>,
+    /// The swept config keys (their columns follow `run, grid, seed`).
+    pub swept: Vec<String>,
 }
 
 impl Table {
@@ -28,21 +30,23 @@ impl Table {
         self.columns.push(column);
     }
 
-    /// `{"columns": [names...], "data": {name: array or list}}`.
+    /// `{"columns": [names...], "data": [array or list, ...], "swept": [keys...]}`. Data is a list
+    /// parallel to the names, since a swept key may share its name with an outcome column (`m0`).
     pub fn into_py(self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        let data = PyDict::new(py);
-        for (name, column) in self.names.iter().zip(self.columns) {
+        let data = PyList::empty(py);
+        for column in self.columns {
             let value: Bound<'_, PyAny> = match column {
                 Column::F64(v) => v.into_pyarray(py).into_any(),
                 Column::I64(v) => v.into_pyarray(py).into_any(),
                 Column::Text(v) => PyList::new(py, v)?.into_any(),
                 Column::OptBool(v) => PyList::new(py, v)?.into_any(),
             };
-            data.set_item(name, value)?;
+            data.append(value)?;
         }
         let out = PyDict::new(py);
         out.set_item("columns", PyList::new(py, &self.names)?)?;
         out.set_item("data", data)?;
+        out.set_item("swept", PyList::new(py, &self.swept)?)?;
         Ok(out.unbind())
     }
 }

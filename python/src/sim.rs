@@ -45,7 +45,11 @@ fn plan_from(kind: &str, value: &Bound<'_, PyAny>) -> PyResult<Plan> {
                 DICT_NAME.to_string(),
             )
         }
-        other => return Err(PyValueError::new_err(format!("unknown config kind {other}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown config kind {other}"
+            )))
+        }
     };
     Plan::parse(&text, &name).map_err(|e| ConfigError::new_err(e.to_string()))
 }
@@ -130,13 +134,21 @@ fn cell(v: f64) -> f64 {
 }
 
 fn summary_number(summary: &serde_json::Value, field: &str) -> f64 {
-    cell(or_nan(summary.get(field).and_then(serde_json::Value::as_f64)))
+    cell(or_nan(
+        summary.get(field).and_then(serde_json::Value::as_f64),
+    ))
 }
 
 /// The leading columns of a summary: run, grid, seed and the swept keys (values as written).
 fn leading_columns(table: &mut Table, plan: &Plan, rows: &[(usize, usize, Option<u64>)]) {
-    table.push("run", Column::I64(rows.iter().map(|r| r.0 as i64).collect()));
-    table.push("grid", Column::I64(rows.iter().map(|r| r.1 as i64).collect()));
+    table.push(
+        "run",
+        Column::I64(rows.iter().map(|r| r.0 as i64).collect()),
+    );
+    table.push(
+        "grid",
+        Column::I64(rows.iter().map(|r| r.1 as i64).collect()),
+    );
     match rows.iter().all(|r| r.2.is_some()) {
         true => table.push(
             "seed",
@@ -151,6 +163,7 @@ fn leading_columns(table: &mut Table, plan: &Plan, rows: &[(usize, usize, Option
             .map(|r| plan.grid[r.1].swept[k].1.clone())
             .collect();
         table.push(key, Column::Text(values));
+        table.swept.push(key.clone());
     }
 }
 
@@ -232,7 +245,10 @@ fn simulation_summary(plan: &Plan, results: &[Result<RunOutput, SimError>]) -> T
     };
     let [eig, lanczos, flipped, engine, fallback, error] = RUN_FIELDS;
     table.push(eig, Column::F64(spectral(&|s| s.eigenvalue)));
-    table.push(lanczos, Column::F64(spectral(&|s| s.lanczos_iterations as f64)));
+    table.push(
+        lanczos,
+        Column::F64(spectral(&|s| s.lanczos_iterations as f64)),
+    );
     table.push(
         flipped,
         Column::OptBool(
@@ -363,7 +379,11 @@ pub fn theory(py: Python<'_>, kind: &str, config: &Bound<'_, PyAny>) -> PyResult
     }
     for field in THEORY_FIELDS {
         let column = if field == "above_bbp" {
-            Column::OptBool(docs.iter().map(|s| s.get(field).and_then(|v| v.as_bool())).collect())
+            Column::OptBool(
+                docs.iter()
+                    .map(|s| s.get(field).and_then(|v| v.as_bool()))
+                    .collect(),
+            )
         } else {
             Column::F64(docs.iter().map(|s| summary_number(s, field)).collect())
         };
@@ -392,7 +412,9 @@ fn check_finite(name: &str, v: f64) -> PyResult<()> {
     if v.is_finite() {
         Ok(())
     } else {
-        Err(ConfigError::new_err(format!("{name} must be finite (got {v})")))
+        Err(ConfigError::new_err(format!(
+            "{name} must be finite (got {v})"
+        )))
     }
 }
 
@@ -408,7 +430,10 @@ pub fn bbp(beta: f64, gamma: f64, eta: f64) -> PyResult<(f64, f64)> {
             "beta must be >= 0 and gamma > 0 (got beta = {beta}, gamma = {gamma})"
         )));
     }
-    Ok((bbp_overlap(beta, gamma, eta), bbp_top_eigenvalue(beta, gamma)))
+    Ok((
+        bbp_overlap(beta, gamma, eta),
+        bbp_top_eigenvalue(beta, gamma),
+    ))
 }
 
 /// The overlap ODE of online SGD on isotropic data, labels from a weak direction with overlap `rho`:
@@ -472,8 +497,8 @@ pub fn ode<'py>(
     let path = interrupt::run(py, |_| ode.solve(start, &taus))?;
     let flat: Vec<f64> = path.into_iter().flatten().collect();
     let n = flat.len() / 3;
-    let array = numpy::ndarray::Array2::from_shape_vec((n, 3), flat)
-        .expect("three overlaps per time");
+    let array =
+        numpy::ndarray::Array2::from_shape_vec((n, 3), flat).expect("three overlaps per time");
     Ok(array.into_pyarray(py))
 }
 

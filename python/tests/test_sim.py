@@ -254,3 +254,22 @@ def test_tables_without_pandas_are_dicts_of_arrays(monkeypatch):
     np.testing.assert_array_equal(run.trajectory["m"], with_pandas.trajectory["m"].to_numpy())
     assert run.summary["sign_flipped"][1] is None  # a random start has no eigenvector to flip
     assert run.errors == []
+
+
+def test_a_swept_key_named_like_an_outcome_column(cli, tmp_path):
+    # `m0` is both the oracle init's key and an outcome column: named as pandas.read_csv names them.
+    text = 'd = 500\ninit = "overlap"\nm0 = [0.3, 0.6]\n[sgd]\ntau_max = 2.0\n'
+    (tmp_path / "c.toml").write_text(text)
+    cli("sim", "run", tmp_path / "c.toml", "--out", tmp_path / "out")
+    run = w2sg.simulate(text)
+    assert run.swept_keys == ["m0"]
+    names = list(dict(run.summary).keys())
+    assert names[3:5] == ["m0", "m0.1"]
+    np.testing.assert_array_equal(col(run.summary, "m0"), [0.3, 0.6])
+    np.testing.assert_allclose(col(run.summary, "m0.1"), [0.3, 0.6], atol=1e-12)
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][3:5] == ["m0", "m0"]
+    for i, row in enumerate(rows[1:]):
+        assert float(row[3]) == col(run.summary, "m0")[i]
+        assert float(row[4]) == col(run.summary, "m0.1")[i]

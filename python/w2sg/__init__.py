@@ -91,13 +91,25 @@ def _column(values: Any) -> np.ndarray:
     return np.array(values, dtype=object)
 
 
-def _frame(table: Mapping[str, Any], swept: Sequence[str] = ()) -> Table:
+def _unique(names: Sequence[str]) -> List[str]:
+    """Column names made unique as pandas.read_csv does (a second `m0` becomes `m0.1`)."""
+    seen: Dict[str, int] = {}
+    out = []
+    for name in names:
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        out.append(name if k == 0 else f"{name}.{k}")
+    return out
+
+
+def _frame(table: Mapping[str, Any]) -> Table:
+    names = _unique(table["columns"])
+    swept = range(3, 3 + len(table.get("swept", [])))
     data: Dict[str, np.ndarray] = {}
-    for name in table["columns"]:
-        values = table["data"][name]
-        data[name] = _typed(values) if name in swept else _column(values)
+    for j, (name, values) in enumerate(zip(names, table["data"])):
+        data[name] = _typed(values) if j in swept else _column(values)
     if _pd is not None:
-        return _pd.DataFrame(data, columns=list(table["columns"]), copy=False)
+        return _pd.DataFrame(data, columns=names, copy=False)
     return data
 
 
@@ -114,7 +126,9 @@ class Run:
         trajectory: one row per checkpoint of each run: ``run``, ``seed``, ``t``, ``tau``, ``m``,
             ``r``, ``s``, ``m_ceiling``, ``risk_w2s``, ``risk_ceiling``, ``pgr``. The columns of
             ``trajectory.csv``.
-        swept_keys: the config keys that were lists (extra summary columns).
+        swept_keys: the config keys that were lists (extra summary columns after ``seed``; a swept
+            key named like an outcome column, e.g. ``m0``, keeps its name and the outcome column
+            becomes ``m0.1``, as ``pandas.read_csv`` names the CSV's columns).
     """
 
     summary: Table
@@ -129,19 +143,11 @@ class Run:
         return [e for e in list(self.summary["error"]) if e]
 
 
-def _swept(table: Mapping[str, Any]) -> List[str]:
-    fixed = {"run", "grid", "seed"}
-    names = list(table["columns"])
-    # Swept keys sit between `seed` and the first outcome column (`m0`).
-    return [n for n in names[names.index("seed") + 1 : names.index("m0")] if n not in fixed]
-
-
 def _run(tables: Mapping[str, Any]) -> Run:
-    swept = _swept(tables["summary"])
     return Run(
-        summary=_frame(tables["summary"], swept),
+        summary=_frame(tables["summary"]),
         trajectory=_frame(tables["trajectory"]),
-        swept_keys=swept,
+        swept_keys=list(tables["summary"]["swept"]),
     )
 
 

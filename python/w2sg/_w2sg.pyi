@@ -11,7 +11,8 @@ class ConfigError(ValueError):
     """A bad config or argument; the message names the file (or ``<dict>``) and the key."""
 
 _Link = Union[str, Mapping[str, Any]]
-# {"columns": [names], "data": {name: numpy array (numbers) or list (text, optional booleans)}}
+# {"columns": [names], "data": [numpy array (numbers) or list (text, optional booleans), ...],
+#  "swept": [swept keys]}
 _Table = Dict[str, Any]
 
 def simulate(kind: str, config: Any, threads: int = 0, progress: bool = False) -> Dict[str, _Table]:
