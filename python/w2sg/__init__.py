@@ -276,7 +276,8 @@ def _parse_cell(v: str) -> Any:
 
 def _read_csv(path: str) -> Table:
     if _pd is not None:
-        return _pd.read_csv(path, keep_default_na=False, na_values=[""])
+        # round_trip: the numbers the sweep wrote, to the last bit (pandas' default parser is not exact).
+        return _pd.read_csv(path, keep_default_na=False, na_values=[""], float_precision="round_trip")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if not rows:
