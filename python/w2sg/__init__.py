@@ -278,7 +278,8 @@ def _read_csv(path: str) -> Table:
     if _pd is not None:
         # The numbers the sweep wrote, to the last bit: pandas < 3 parses exactly only with round_trip
         # (pandas 3 does by default and deprecates the option).
-        exact = {"float_precision": "round_trip"} if int(_pd.__version__.split(".")[0]) < 3 else {}
+        old_pandas = int(_pd.__version__.split(".")[0]) < 3
+        exact = {"float_precision": "round_trip"} if old_pandas else {}
         return _pd.read_csv(path, keep_default_na=False, na_values=[""], **exact)
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
