@@ -93,7 +93,7 @@ pub fn features<'py>(
         }
         other => to_py(other),
     })?;
-    let hidden = if n == 0 { 0 } else { values.len() / n };
+    let hidden = values.len().checked_div(n).unwrap_or(0);
     let array = Array2::from_shape_vec((n, hidden), values).expect("n × hidden values");
     Ok(array.into_pyarray(py))
 }
