@@ -35,7 +35,9 @@ fn csv_bytes(header: &[String], rows: &[Vec<String>]) -> Vec<u8> {
     w.into_inner().expect("in-memory flush")
 }
 
-const SUMMARY_FIELDS: &[&str] = &[
+/// The outcome columns of `summary.csv`, in order (shared by simulation and theory, and by the Python
+/// bindings, which return the same columns).
+pub const SUMMARY_FIELDS: &[&str] = &[
     "m0",
     "r0",
     "rho_weak",
@@ -74,7 +76,7 @@ fn tables(
 
 /// Column names of the swept keys: a swept key that is also a result column (`m0`: the configured
 /// initial overlap beside the measured one) is prefixed with `config.`, so no header appears twice.
-fn swept_columns(plan: &Plan) -> Vec<String> {
+pub fn swept_columns(plan: &Plan) -> Vec<String> {
     plan.swept_keys
         .iter()
         .map(|k| {
@@ -87,7 +89,8 @@ fn swept_columns(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-const TRAJECTORY_HEADER: &[&str] = &[
+/// The columns of `trajectory.csv`, in order.
+pub const TRAJECTORY_HEADER: &[&str] = &[
     "run",
     "seed",
     "t",
@@ -131,6 +134,16 @@ fn summary_cells(summary: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The columns `sim run` adds after [`SUMMARY_FIELDS`].
+pub const RUN_FIELDS: [&str; 6] = [
+    "spectral_eigenvalue",
+    "lanczos_iterations",
+    "sign_flipped",
+    "engine",
+    "fallback_reason",
+    "error",
+];
+
 /// The tables of `sim run`. `results[i]` belongs to run i, that is grid point `i / seeds` and seed
 /// `seeds[i % seeds]`.
 pub fn simulation_tables(
@@ -141,17 +154,7 @@ pub fn simulation_tables(
     let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
     header.extend(swept_columns(plan));
     header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
-    header.extend(
-        [
-            "spectral_eigenvalue",
-            "lanczos_iterations",
-            "sign_flipped",
-            "engine",
-            "fallback_reason",
-            "error",
-        ]
-        .map(String::from),
-    );
+    header.extend(RUN_FIELDS.map(String::from));
     let mut rows = Vec::new();
     let mut runs_json = Vec::new();
     let mut traj_rows = Vec::new();
@@ -212,16 +215,19 @@ pub fn simulation_tables(
     tables(&header, &rows, &traj_rows, &doc)
 }
 
+/// The columns `sim theory` adds after [`SUMMARY_FIELDS`].
+pub const THEORY_FIELDS: [&str; 6] = [
+    "bbp_overlap",
+    "bbp_eigenvalue",
+    "above_bbp",
+    "geodesic_peak",
+    "information_exponent",
+    "escape_samples",
+];
+
 /// The tables of `sim theory`: one row per grid point, seed empty.
 pub fn theory_tables(plan: &Plan, config_file: &str, results: &[TheoryOutput]) -> Files {
-    let extra = [
-        "bbp_overlap",
-        "bbp_eigenvalue",
-        "above_bbp",
-        "geodesic_peak",
-        "information_exponent",
-        "escape_samples",
-    ];
+    let extra = THEORY_FIELDS;
     let mut header: Vec<String> = vec!["run".into(), "grid".into(), "seed".into()];
     header.extend(swept_columns(plan));
     header.extend(SUMMARY_FIELDS.iter().map(|s| s.to_string()));
