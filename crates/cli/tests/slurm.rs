@@ -38,12 +38,12 @@ fn is_root() -> bool {
 
 /// Installs slurm-wlm and munge with apt-get when missing; Err says why Slurm is unavailable.
 fn ensure_slurm() -> Result<(), String> {
+    if !is_root() {
+        return Err("starting munged, slurmctld and slurmd needs root".into());
+    }
     let all = || ["sbatch", "slurmctld", "slurmd", "munged"].iter().all(|t| have(t));
     if all() {
         return Ok(());
-    }
-    if !is_root() {
-        return Err("slurm-wlm/munge are not installed and this test is not root".into());
     }
     if !have("apt-get") {
         return Err("slurm-wlm/munge are not installed and there is no apt-get".into());
