@@ -68,7 +68,10 @@ impl Server {
             {
                 break p;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "hub server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "hub server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Server { child, port, log }
@@ -102,7 +105,9 @@ fn w2sg(cache: &Path, endpoint: Option<&str>) -> Command {
         .env("RAYON_NUM_THREADS", "2");
     match endpoint {
         Some(e) => c.env("HF_ENDPOINT", e),
-        None => c.env("HF_HUB_OFFLINE", "1").env("HF_ENDPOINT", "http://127.0.0.1:9"),
+        None => c
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_ENDPOINT", "http://127.0.0.1:9"),
     };
     c
 }
@@ -183,7 +188,8 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
     let cache = root.join("cache");
 
     // All revisions of the strong family, one of the weak one.
-    let o = run(w2sg(&cache, Some(&ep)).args(["lm", "download", "test/strong", "--revisions", "all"]));
+    let o =
+        run(w2sg(&cache, Some(&ep)).args(["lm", "download", "test/strong", "--revisions", "all"]));
     let refs = server_refs(&server, "test/strong");
     assert_eq!(refs.len(), 10, "9 steps and main: {refs:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 10);
@@ -199,7 +205,9 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
             let link = std::fs::read_link(snap.join(file)).unwrap();
             assert!(link.starts_with("../../blobs"), "{link:?}");
         }
-        let served = f.strong.join(if branch == "main" { "step24" } else { branch });
+        let served = f
+            .strong
+            .join(if branch == "main" { "step24" } else { branch });
         assert_eq!(
             std::fs::read(snap.join("model.safetensors")).unwrap(),
             std::fs::read(served.join("model.safetensors")).unwrap()
@@ -216,7 +224,13 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
 
     // A second download transfers nothing.
     let before = server.requests().len();
-    let o = run(w2sg(&cache, Some(&ep)).args(["lm", "download", "test/strong", "--revisions", "every=4"]));
+    let o = run(w2sg(&cache, Some(&ep)).args([
+        "lm",
+        "download",
+        "test/strong",
+        "--revisions",
+        "every=4",
+    ]));
     assert!(stderr(&o).contains("0.0 MB downloaded"), "{}", stderr(&o));
     assert!(server
         .requests()
@@ -234,20 +248,36 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
     std::fs::write(
         &plan,
         w2sg_sweep::testing::PLAN
-            .replace("path = \"strong\"", "name = \"strong\"\npath = \"test/strong\"")
+            .replace(
+                "path = \"strong\"",
+                "name = \"strong\"\npath = \"test/strong\"",
+            )
             .replace("model = \"weak@step8\"", "model = \"test/weak@step8\""),
     )
     .unwrap();
     let hub_out = root.join("sweep-hub");
-    run(w2sg(&cache, None).arg("sweep").arg(&plan).arg("--out").arg(&hub_out).arg("--quiet"));
+    run(w2sg(&cache, None)
+        .arg("sweep")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&hub_out)
+        .arg("--quiet"));
     let local_out = root.join("sweep-local");
-    run(w2sg(&cache, None).arg("sweep").arg(&f.plan).arg("--out").arg(&local_out).arg("--quiet"));
+    run(w2sg(&cache, None)
+        .arg("sweep")
+        .arg(&f.plan)
+        .arg("--out")
+        .arg(&local_out)
+        .arg("--quiet"));
     let (a, b) = (
         csv_rows(&hub_out.join("results.csv")),
         csv_rows(&local_out.join("results.csv")),
     );
     assert_eq!(a.len(), 18);
-    assert_eq!(a, b, "a sweep from the hub cache equals the sweep on the local directories");
+    assert_eq!(
+        a, b,
+        "a sweep from the hub cache equals the sweep on the local directories"
+    );
 
     // Errors that name what is missing.
     let o = w2sg(&cache, Some(&ep))
@@ -255,13 +285,29 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no revision `step999`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no revision `step999`"),
+        "{}",
+        stderr(&o)
+    );
     let o = w2sg(&cache, Some(&ep))
-        .args(["lm", "download", "test/strong", "--revisions", "step8", "--include", "*.gguf"])
+        .args([
+            "lm",
+            "download",
+            "test/strong",
+            "--revisions",
+            "step8",
+            "--include",
+            "*.gguf",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no file matches --include *.gguf"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no file matches --include *.gguf"),
+        "{}",
+        stderr(&o)
+    );
     let o = w2sg(&cache, Some(&ep))
         .args(["lm", "download", "test/nothing"])
         .output()
@@ -300,7 +346,11 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
                 ));
             let out = String::from_utf8_lossy(&o.stdout);
             let lines: Vec<&str> = out.lines().collect();
-            assert_eq!(Path::new(lines[0]), snap8.join("model.safetensors"), "{out}");
+            assert_eq!(
+                Path::new(lines[0]),
+                snap8.join("model.safetensors"),
+                "{out}"
+            );
             assert_eq!(Path::new(lines[1]), snap8, "{out}");
             assert!(lines[1].contains(&step8_commit));
 
@@ -363,7 +413,14 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
     let size = std::fs::metadata(&weights).unwrap().len();
     assert!(size > 60_000, "the fixture's weights are {size} bytes");
     let mut child = w2sg(&resume_cache, Some(&slow.endpoint()))
-        .args(["lm", "download", "test/strong", "--revisions", "step24", "--quiet"])
+        .args([
+            "lm",
+            "download",
+            "test/strong",
+            "--revisions",
+            "step24",
+            "--quiet",
+        ])
         .spawn()
         .unwrap();
     let blobs = resume_cache.join("models--test--strong/blobs");
@@ -376,8 +433,14 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
         if let Some(p) = found.filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= 30_000)) {
             break p;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no partial download appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the download finished too early");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no partial download appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the download finished too early"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     child.kill().unwrap();
@@ -398,12 +461,26 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
         .iter()
         .filter(|r| r["path"].as_str().unwrap().starts_with("/lfs/"))
         .filter_map(|r| r["range"].as_str())
-        .map(|r| r.trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap())
+        .map(|r| {
+            r.trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .parse()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(ranges.len(), 1, "one resumed LFS request: {:?}", fast.requests());
-    assert!(ranges[0] >= had.min(30_000) && ranges[0] <= had, "{ranges:?} vs {had}");
+    assert_eq!(
+        ranges.len(),
+        1,
+        "one resumed LFS request: {:?}",
+        fast.requests()
+    );
+    assert!(
+        ranges[0] >= had.min(30_000) && ranges[0] <= had,
+        "{ranges:?} vs {had}"
+    );
     let snap = resume_cache.join("models--test--strong/snapshots");
-    let commit = std::fs::read_to_string(resume_cache.join("models--test--strong/refs/step24")).unwrap();
+    let commit =
+        std::fs::read_to_string(resume_cache.join("models--test--strong/refs/step24")).unwrap();
     assert_eq!(
         std::fs::read(snap.join(&commit).join("model.safetensors")).unwrap(),
         std::fs::read(&weights).unwrap()
@@ -411,7 +488,11 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
     assert!(!partial.exists());
 
     // A token goes to the hub, never to the LFS host.
-    let gated = Server::start(&root.join("gated"), &[("test/weak", &f.weak)], &["--token", "s3cret"]);
+    let gated = Server::start(
+        &root.join("gated"),
+        &[("test/weak", &f.weak)],
+        &["--token", "s3cret"],
+    );
     let gated_cache = root.join("gated-cache");
     let o = w2sg(&gated_cache, Some(&gated.endpoint()))
         .args(["lm", "download", "test/weak", "--revisions", "step8"])

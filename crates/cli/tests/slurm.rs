@@ -41,7 +41,11 @@ fn ensure_slurm() -> Result<(), String> {
     if !is_root() {
         return Err("starting munged, slurmctld and slurmd needs root".into());
     }
-    let all = || ["sbatch", "slurmctld", "slurmd", "munged"].iter().all(|t| have(t));
+    let all = || {
+        ["sbatch", "slurmctld", "slurmd", "munged"]
+            .iter()
+            .all(|t| have(t))
+    };
     if all() {
         return Ok(());
     }
@@ -116,7 +120,10 @@ impl Cluster {
             .args(["-u", "munge", "--", "munged"])
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", munge.join("munged.pid").display()))
-            .arg(format!("--seed-file={}", munge.join("munged.seed").display()))
+            .arg(format!(
+                "--seed-file={}",
+                munge.join("munged.seed").display()
+            ))
             .arg(format!("--log-file={}", munge.join("munged.log").display())));
         let host = String::from_utf8(sh(Command::new("hostname").arg("-s")).stdout).unwrap();
         let host = host.trim();
@@ -142,7 +149,11 @@ impl Cluster {
         sh(Command::new("slurmd").arg("-f").arg(&cluster.conf));
         let start = Instant::now();
         loop {
-            let o = cluster.cmd("sinfo").args(["-h", "-o", "%T"]).output().unwrap();
+            let o = cluster
+                .cmd("sinfo")
+                .args(["-h", "-o", "%T"])
+                .output()
+                .unwrap();
             let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
             if state == "idle" {
                 break;
@@ -190,7 +201,13 @@ fn w2sg_slurm(c: &Cluster, plan: &Path, out: &Path) -> Output {
         .arg(plan)
         .arg("--out")
         .arg(out)
-        .args(["--shards", "3", "--submit", "--wait", "--sbatch-arg=--time=20"])
+        .args([
+            "--shards",
+            "3",
+            "--submit",
+            "--wait",
+            "--sbatch-arg=--time=20",
+        ])
         .env("W2SG_SLURM_POLL_SECONDS", "1")
         .env("RAYON_NUM_THREADS", "1")
         .output()
@@ -267,7 +284,11 @@ fn a_slurm_array_and_merge_equal_the_unsharded_run() {
         h.iter().position(|x| x == "status").unwrap(),
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), 9 * 2, "every checkpoint is in the merged results");
+    assert_eq!(
+        rows.len(),
+        9 * 2,
+        "every checkpoint is in the merged results"
+    );
     for row in &rows {
         let want = if &row[rev] == "step8" { "failed" } else { "ok" };
         assert_eq!(&row[status], want, "{row:?}");

@@ -212,7 +212,9 @@ fn download_command(
 
 #[cfg(not(feature = "download"))]
 fn download_command(_: &str, _: &str, _: Vec<String>, _: Option<PathBuf>, _: bool) -> u8 {
-    eprintln!("error: this build of w2sg has no hub downloads (rebuild with the `download` feature)");
+    eprintln!(
+        "error: this build of w2sg has no hub downloads (rebuild with the `download` feature)"
+    );
     2
 }
 

@@ -172,7 +172,10 @@ pub fn write_scripts(job: &SlurmJob) -> Result<Scripts> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("sweep")
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_");
+        .replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "_",
+        );
     let extra: String = job
         .sbatch_args
         .iter()
