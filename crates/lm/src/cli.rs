@@ -5,6 +5,8 @@
 //!   in training order, and groups of revisions with identical weights.
 //! - `w2sg lm features --model PATH[@REV] --data FILE.jsonl --out FILE`: one feature vector per JSONL
 //!   record (its `text` field, or `--field`), as `.safetensors` or `.npy`, with a progress bar.
+//! - `w2sg lm download ORG/NAME [--revisions all|a,b|every=N] [--include GLOB]...`: fetches revisions
+//!   from the hub into the hub cache ([`crate::download`]).
 //!
 //! Exit codes: 0 success, 1 a failure while computing or writing, 2 bad input.
 
@@ -87,11 +89,37 @@ pub enum LmCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Download revisions from the hub ($HF_ENDPOINT, $HF_TOKEN) into the hub cache, in
+    /// huggingface_hub's layout; partial downloads resume.
+    Download {
+        /// Repository id, ORG/NAME.
+        repo: String,
+        /// `all` (every branch), `every=N` (branches stepK with K a multiple of N), or a
+        /// comma-separated list of branches or commits.
+        #[arg(long, default_value = "main")]
+        revisions: String,
+        /// Only files matching this glob (repeatable; default: config, tokenizer and the weights).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Hub cache root (default: $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// No per-revision lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 /// Runs a subcommand, printing results to stdout and errors to stderr; returns the exit code.
 pub fn run(cmd: LmCommand) -> u8 {
     let result = match cmd {
+        LmCommand::Download {
+            repo,
+            revisions,
+            include,
+            cache_dir,
+            quiet,
+        } => return download_command(&repo, &revisions, include, cache_dir, quiet),
         LmCommand::Info {
             path,
             cache_dir,
@@ -143,6 +171,51 @@ pub fn run(cmd: LmCommand) -> u8 {
             e.exit_code()
         }
     }
+}
+
+#[cfg(feature = "download")]
+fn download_command(
+    repo: &str,
+    revisions: &str,
+    include: Vec<String>,
+    cache_dir: Option<PathBuf>,
+    quiet: bool,
+) -> u8 {
+    use crate::download::{download, DownloadOptions, Hub};
+    let run = || -> crate::download::Result<()> {
+        let cache = match cache_dir.map(HubCache::new).or_else(HubCache::from_env) {
+            Some(c) => c,
+            None => {
+                return Err(crate::download::DownloadError::Input(
+                    "no hub cache: set HF_HUB_CACHE or HF_HOME, or pass --cache-dir".into(),
+                ))
+            }
+        };
+        let opts = DownloadOptions {
+            revisions: revisions.parse()?,
+            include,
+            progress: !quiet,
+        };
+        for d in download(&Hub::from_env(), &cache, repo, &opts)? {
+            println!("{}\t{}\t{}", d.revision, d.commit, d.snapshot.display());
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(not(feature = "download"))]
+fn download_command(_: &str, _: &str, _: Vec<String>, _: Option<PathBuf>, _: bool) -> u8 {
+    eprintln!(
+        "error: this build of w2sg has no hub downloads (rebuild with the `download` feature)"
+    );
+    2
 }
 
 /// Parses `f32`, `bf16` or `f16`.

@@ -8,9 +8,8 @@
 //! A revision is a ref name (`main`, `step1000`, `refs/pr/1`) or a full 40-hex commit.
 //!
 //! Why not the `hf-hub` crate for reading: its 0.x API ignores `HF_HUB_CACHE` and cannot resolve commit
-//! revisions, and its 1.x API pulls in an async HTTP stack; neither is needed to read a directory. With
-//! the `download` cargo feature, `download` fetches a missing revision through `hf-hub` into the same
-//! cache (never in tests).
+//! revisions, and its 1.x API pulls in an async HTTP stack; neither is needed to read a directory.
+//! Resolving never touches the network: [`crate::download`] (`w2sg lm download`) fills the cache.
 //!
 //! Resolution of a model spec (see [`resolve`]):
 //! 1. an existing directory with `config.json` is the checkpoint;
@@ -328,88 +327,18 @@ pub fn resolve(spec: &str, cache: Option<&HubCache>) -> Result<Resolved> {
             }
         };
         return match cache.snapshot(base, rev) {
-            Ok(dir) => Ok(Resolved { dir, spec: spec.into(), revision: Some(rev.into()) }),
-            #[cfg(feature = "download")]
-            Err(_) => {
-                let dir = download(cache, base, rev)?;
-                Ok(Resolved { dir, spec: spec.into(), revision: Some(rev.into()) })
-            }
-            #[cfg(not(feature = "download"))]
-            Err(e) => Err(LmError::NotFound {
-                spec: spec.to_string(),
-                msg: format!(
-                    "{}; this build reads only local files (rebuild with `--features download` to fetch \
-                     from the hub)",
-                    match e {
-                        LmError::NotFound { msg, .. } => msg,
-                        other => other.to_string(),
-                    }
-                ),
+            Ok(dir) => Ok(Resolved {
+                dir,
+                spec: spec.into(),
+                revision: Some(rev.into()),
             }),
+            Err(LmError::NotFound { msg, .. }) => Err(not_found(format!(
+                "{msg}; fetch it with `w2sg lm download {base} --revisions {rev}`"
+            ))),
+            Err(e) => Err(e),
         };
     }
     Err(not_found(
         "no such directory, and not an ORG/NAME repository id".into(),
     ))
-}
-
-/// Downloads `config.json`, the tokenizer and the weights of `repo_id@revision` into the hub cache and
-/// returns the snapshot directory. Needs a network; only built with the `download` feature.
-#[cfg(feature = "download")]
-pub fn download(cache: &HubCache, repo_id: &str, revision: &str) -> Result<PathBuf> {
-    use hf_hub::api::sync::ApiBuilder;
-    use hf_hub::{Repo, RepoType};
-    let spec = format!("{repo_id}@{revision}");
-    let err = |msg: String| LmError::NotFound {
-        spec: spec.clone(),
-        msg,
-    };
-    let api = ApiBuilder::new()
-        .with_cache_dir(cache.root().to_path_buf())
-        .with_progress(true)
-        .build()
-        .map_err(|e| err(format!("cannot start the hub client: {e}")))?;
-    let repo = api.repo(Repo::with_revision(
-        repo_id.to_string(),
-        RepoType::Model,
-        revision.to_string(),
-    ));
-    let info = repo
-        .info()
-        .map_err(|e| err(format!("cannot list the repository: {e}")))?;
-    let files: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
-    let has = |f: &str| files.iter().any(|x| x == f);
-    let mut wanted: Vec<String> = vec!["config.json".into()];
-    if has("tokenizer.json") {
-        wanted.push("tokenizer.json".into());
-    }
-    if has("model.safetensors") {
-        wanted.push("model.safetensors".into());
-    } else if has("model.safetensors.index.json") {
-        wanted.push("model.safetensors.index.json".into());
-        wanted.extend(
-            files
-                .iter()
-                .filter(|f| f.starts_with("model-") && f.ends_with(".safetensors"))
-                .cloned(),
-        );
-    } else if has("pytorch_model.bin") {
-        wanted.push("pytorch_model.bin".into());
-    } else if has("pytorch_model.bin.index.json") {
-        wanted.push("pytorch_model.bin.index.json".into());
-        wanted.extend(
-            files
-                .iter()
-                .filter(|f| f.starts_with("pytorch_model-") && f.ends_with(".bin"))
-                .cloned(),
-        );
-    }
-    let mut dir = None;
-    for f in &wanted {
-        let path = repo
-            .get(f)
-            .map_err(|e| err(format!("cannot download {f}: {e}")))?;
-        dir = path.parent().map(Path::to_path_buf);
-    }
-    dir.ok_or_else(|| err("nothing downloaded".into()))
 }

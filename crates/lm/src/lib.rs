@@ -21,11 +21,13 @@
 //!
 //! Modules: [`config`] (config.json), [`checkpoint`] (weights), [`gpt_neox`], [`olmo`], [`olmo2`] (one
 //! model per file), [`model`] (the common interface), [`hub`] (resolving paths, revisions and the hub
-//! cache), [`revisions`] (families, training order, duplicates), [`features`], [`output`], [`cli`].
+//! cache), `download` (fetching revisions into the hub cache; `download` feature), [`revisions`] (families, training order, duplicates), [`features`], [`output`], [`cli`].
 
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "download")]
+pub mod download;
 pub mod error;
 pub mod features;
 pub mod finetune;

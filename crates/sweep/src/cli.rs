@@ -7,9 +7,12 @@
 //! - `w2sg sweep merge PLAN.toml --out DIR [SHARD.sqlite ...]`: merges shard databases (default: all
 //!   of `DIR/shards/`) into `DIR/results.sqlite` and writes the outputs.
 //! - `w2sg sweep report PLAN.toml --out DIR`: writes the outputs again from `DIR/results.sqlite`.
+//! - `w2sg sweep slurm PLAN.toml --out DIR --shards N [--submit] [--wait] [--sbatch-arg ARG]...`:
+//!   writes `DIR/slurm/{array,merge}.sbatch`, optionally submits them and waits (see [`crate::slurm`]).
 //!
 //! Exit codes: 0 success; 1 some unit failed (recorded with its error; everything else finished and
-//! is written) or a file could not be written; 2 bad input (plan, flags, task file).
+//! is written) or a file could not be written, or (`slurm --wait`) a task or the merge failed;
+//! 2 bad input (plan, flags, task file).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -75,6 +78,28 @@ pub enum SweepCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a Slurm job array (one task per shard) and a merge job; optionally submit and wait.
+    Slurm(SlurmArgs),
+}
+
+/// `w2sg sweep slurm PLAN --out DIR --shards N [--submit] [--wait] [--sbatch-arg ARG]...`.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    pub plan: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of array tasks; task I runs `--shard I/N`.
+    #[arg(long)]
+    pub shards: usize,
+    /// Submit the array and the merge (printing both job ids).
+    #[arg(long)]
+    pub submit: bool,
+    /// With --submit: wait for the merge; exit 1 naming each failed task and its log.
+    #[arg(long, requires = "submit")]
+    pub wait: bool,
+    /// An sbatch option for both jobs, e.g. --sbatch-arg=--partition=gpu (repeatable).
+    #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
 }
 
 /// Runs `w2sg sweep …`; returns the exit code.
@@ -87,6 +112,7 @@ pub fn main(args: SweepArgs) -> u8 {
             allow_missing,
         }) => merge_command(&plan, &out, shards, allow_missing),
         Some(SweepCommand::Report { plan, out }) => report_command(&plan, &out),
+        Some(SweepCommand::Slurm(a)) => slurm_command(a),
         None => {
             let (Some(plan), Some(out)) = (args.run.plan, args.run.out) else {
                 eprintln!("error: `w2sg sweep PLAN.toml --out DIR` needs a plan and --out");
@@ -179,9 +205,10 @@ pub fn run_command(plan_path: &Path, out: &Path, opts: &RunOptions) -> Result<Ru
             report.units_blocked,
             started.elapsed().as_secs_f64()
         );
-        for (what, err) in report.failures.iter().take(10) {
-            eprintln!("  failed: {what}: {err}");
-        }
+    }
+    // Also with --quiet: a job array's log must say what failed.
+    for (what, err) in report.failures.iter().take(10) {
+        eprintln!("  failed: {what}: {err}");
     }
     if report.units_failed_earlier > 0 && !opts.policy.retry_failed {
         return Err(Error::FailedEarlier {
@@ -269,6 +296,50 @@ pub fn merge_command(
     );
     let store = Store::open(&dest)?;
     write_outputs(&resolved, &store, out, f64::NAN)
+}
+
+fn slurm_command(args: SlurmArgs) -> Result<()> {
+    use crate::slurm;
+    // Check the plan here, not in N jobs on the cluster.
+    load(&args.plan)?;
+    let binary = std::env::current_exe().map_err(|e| Error::io("the running w2sg binary", e))?;
+    let job = slurm::SlurmJob {
+        binary,
+        plan: args.plan,
+        out: args.out,
+        shards: args.shards,
+        sbatch_args: args.sbatch_args,
+    };
+    let scripts = slurm::write_scripts(&job)?;
+    eprintln!(
+        "wrote {} and {}",
+        scripts.array.display(),
+        scripts.merge.display()
+    );
+    if !args.submit {
+        eprintln!(
+            "submit with: sbatch {}   then: sbatch --dependency=afterany:<array job id> {}",
+            scripts.array.display(),
+            scripts.merge.display()
+        );
+        return Ok(());
+    }
+    let ids = slurm::submit(&scripts)?;
+    println!("array job {}", ids.array);
+    println!("merge job {}", ids.merge);
+    if args.wait {
+        let poll = std::env::var("W2SG_SLURM_POLL_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10.0);
+        slurm::wait(&job, &ids, std::time::Duration::from_secs_f64(poll))?;
+        eprintln!(
+            "all {} task(s) and the merge finished; results in {}",
+            job.shards,
+            job.out.join("results.csv").display()
+        );
+    }
+    Ok(())
 }
 
 pub fn report_command(plan_path: &Path, out: &Path) -> Result<()> {

@@ -35,6 +35,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Writing, submitting or waiting for Slurm jobs failed (`w2sg sweep slurm`).
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
+
     /// Units failed (each is recorded in the store with its error; the rest of the sweep finished).
     #[error("{0} unit(s) failed; their errors are in the results store and in failures.csv")]
     UnitsFailed(usize),
@@ -96,6 +100,7 @@ impl Error {
             ) => 2,
             // Models named by the plan that cannot be found or read are bad input.
             Error::Lm(e) => e.exit_code(),
+            Error::Slurm(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -4,7 +4,7 @@
 //! not yet in the results store: features per checkpoint, weak labels per seed, ceiling and w2s
 //! students) → the store (crates/protocol: SQLite, content-keyed, resumable, shardable, mergeable) →
 //! [`analysis`] (PGR with intervals, the phase transition) → [`outputs`] (tables, figures, the report
-//! section). [`cli`] is `w2sg sweep`.
+//! section). [`cli`] is `w2sg sweep`; [`slurm`] runs it as a Slurm job array.
 //!
 //! Language models come from crates/lm (any family it reads: Pythia, OLMo, w2sg's own), tasks from
 //! crates/data, probes and statistics from crates/protocol. This crate only orchestrates.
@@ -18,6 +18,7 @@ pub mod finetune;
 pub mod outputs;
 pub mod plan;
 pub mod progress;
+pub mod slurm;
 #[doc(hidden)]
 pub mod testing;
 
