@@ -29,7 +29,7 @@ impl Dense {
         let delta = ops::linear(&xa, &lora.b, None, None)?;
         let y = (y + (delta * lora.scale)?)?;
         match act {
-            Some(a) => a.apply(&y),
+            Some(a) => ops::activation(&y, a),
             None => Ok(y),
         }
     }
@@ -126,7 +126,7 @@ impl Linear {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let y = Tensor::cat(&ys, candle_core::D::Minus1)?;
         match act {
-            Some(a) => a.apply(&y),
+            Some(a) => ops::activation(&y, a),
             None => Ok(y),
         }
     }

@@ -366,3 +366,63 @@ pub fn add3(a: &Tensor, b: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
     a.contiguous()?
         .apply_op3(&b.contiguous()?, &c.contiguous()?, Add3Op)
 }
+
+/// An activation alone (`w2sg-activation`), for the layers whose pre-activation is not one GEMM
+/// (LoRA's `x Wᵀ + b + s·x Aᵀ Bᵀ`, side-by-side projections): the fused elementwise math and its
+/// derivative, instead of candle's scalar erf.
+struct ActivationOp {
+    act: Activation,
+    save: bool,
+    dact: Mutex<Option<Vec<f32>>>,
+}
+
+impl candle_core::CustomOp1 for ActivationOp {
+    fn name(&self) -> &'static str {
+        "w2sg-activation"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let mut y = f32_slice(s, l, "activation")?.to_vec();
+        if self.save {
+            let mut d = vec![0f32; y.len()];
+            y.par_chunks_mut(CHUNK)
+                .zip(d.par_chunks_mut(CHUNK))
+                .for_each(|(y, d)| act_grad_slice(y, d, self.act));
+            *self.dact.lock().unwrap() = Some(d);
+        } else {
+            y.par_chunks_mut(CHUNK).for_each(|c| act_slice(c, self.act));
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let (gs, gl) = grad.storage_and_layout();
+        let g = cpu_f32(&gs, gl, "activation grad")?;
+        let dact = self.dact.lock().unwrap();
+        let dact = dact.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("activation: backward without a tracked forward".into())
+        })?;
+        let mut dx = vec![0f32; g.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(dact.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(d, (da, g))| {
+                for i in 0..d.len() {
+                    d[i] = g[i] * da[i];
+                }
+            });
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// `act(x)` elementwise; the fused op on CPU f32, else candle's ops ([`Activation::apply`]).
+pub fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+    if !fused_ok(&[x]) {
+        return act.apply(x);
+    }
+    x.contiguous()?.apply_op1(ActivationOp {
+        act,
+        save: x.track_op(),
+        dact: Mutex::new(None),
+    })
+}

@@ -9,6 +9,7 @@
 //! | op name | function | backward |
 //! |---|---|---|
 //! | `w2sg-linear`, `w2sg-linear-no-bias` | [`linear`]: `act(x Wᵀ + b)`, one GEMM onto the bias | yes |
+//! | `w2sg-activation` | [`activation`]: an activation alone (LoRA and side-by-side layers) | yes |
 //! | `w2sg-add3` | [`add3`]: `(a + b) + c`, GPT-NeoX's parallel residual | yes |
 //! | `w2sg-layer-norm` | [`layer_norm`]: two-pass, f32 statistics (f32/bf16/f16 in) | f32 |
 //! | `w2sg-rms-norm` | [`rms_norm`]: `w · x / rms(x)` in f32 | f32 |
@@ -36,7 +37,7 @@ mod norm;
 mod swiglu;
 
 pub use attention::{attention, qkv_attention, AttentionSpec, QkvLayout, RotaryTables};
-pub use linear::{add3, linear, Activation};
+pub use linear::{activation, add3, linear, Activation};
 pub use loss::head_cross_entropy;
 pub use norm::{layer_norm, rms_norm};
 pub use swiglu::swiglu;

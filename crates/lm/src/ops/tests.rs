@@ -66,6 +66,15 @@ fn linear_matches_composite_with_every_activation() {
 }
 
 #[test]
+fn activation_matches_composite() {
+    let x = randn(&[5, 33], 12).affine(2.0, 0.0).unwrap();
+    let probe = randn(&[5, 33], 13);
+    for act in [Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu] {
+        check(&[x.clone()], Some(&probe), 2e-5, |t| activation(&t[0], act).unwrap(), |t| act.apply(&t[0]).unwrap());
+    }
+}
+
+#[test]
 fn add3_is_exact() {
     let (a, b, c) = (randn(&[4, 5], 20), randn(&[4, 5], 21), randn(&[4, 5], 22));
     let probe = randn(&[4, 5], 23);
