@@ -114,6 +114,36 @@ pub(super) fn linear_bwd(
     (dx, dw, bias.then(|| column_sums(g, out)))
 }
 
+/// Applies `act` in place; with `save`, also returns its derivative at the pre-activation.
+fn apply_act(y: &mut [f32], act: Activation, save: bool) -> Option<Vec<f32>> {
+    if !save {
+        y.par_chunks_mut(CHUNK).for_each(|c| act_slice(c, act));
+        return None;
+    }
+    let mut d = vec![0f32; y.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(d.par_chunks_mut(CHUNK))
+        .for_each(|(y, d)| act_grad_slice(y, d, act));
+    Some(d)
+}
+
+/// The gradient through an activation: `g ⊙ act′`, from the derivative kept by the forward pass.
+fn through_act(g: &[f32], dact: &Mutex<Option<Vec<f32>>>) -> candle_core::Result<Vec<f32>> {
+    let dact = dact.lock().unwrap();
+    let dact = dact.as_ref().ok_or_else(|| {
+        candle_core::Error::Msg("activation: backward without a tracked forward".into())
+    })?;
+    let mut d = vec![0f32; dact.len()];
+    d.par_chunks_mut(CHUNK)
+        .zip(dact.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(d, (da, g))| {
+            for i in 0..d.len() {
+                d[i] = g[i] * da[i];
+            }
+        });
+    Ok(d)
+}
+
 struct LinearOp {
     act: Option<Activation>,
     /// Keep the activation's derivative for the backward pass (an input is tracked).
@@ -139,15 +169,7 @@ impl LinearOp {
         }
         let mut y = linear_fwd(x, w, b, out);
         if let Some(act) = self.act {
-            if self.save {
-                let mut d = vec![0f32; y.len()];
-                y.par_chunks_mut(CHUNK)
-                    .zip(d.par_chunks_mut(CHUNK))
-                    .for_each(|(y, d)| act_grad_slice(y, d, act));
-                *self.dact.lock().unwrap() = Some(d);
-            } else {
-                y.par_chunks_mut(CHUNK).for_each(|c| act_slice(c, act));
-            }
+            *self.dact.lock().unwrap() = apply_act(&mut y, act, self.save);
         }
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("non-scalar input") = out;
@@ -171,19 +193,7 @@ impl LinearOp {
         let g = cpu_f32(&gs, gl, "linear grad")?;
         let dz;
         let g = if self.act.is_some() {
-            let dact = self.dact.lock().unwrap();
-            let dact = dact.as_ref().ok_or_else(|| {
-                candle_core::Error::Msg("linear: backward without a tracked forward".into())
-            })?;
-            let mut d = vec![0f32; dact.len()];
-            d.par_chunks_mut(CHUNK)
-                .zip(dact.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                .for_each(|(d, (da, g))| {
-                    for i in 0..d.len() {
-                        d[i] = g[i] * da[i];
-                    }
-                });
-            dz = d;
+            dz = through_act(g, &self.dact)?;
             &dz[..]
         } else {
             g
@@ -383,15 +393,7 @@ impl candle_core::CustomOp1 for ActivationOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let mut y = f32_slice(s, l, "activation")?.to_vec();
-        if self.save {
-            let mut d = vec![0f32; y.len()];
-            y.par_chunks_mut(CHUNK)
-                .zip(d.par_chunks_mut(CHUNK))
-                .for_each(|(y, d)| act_grad_slice(y, d, self.act));
-            *self.dact.lock().unwrap() = Some(d);
-        } else {
-            y.par_chunks_mut(CHUNK).for_each(|c| act_slice(c, self.act));
-        }
+        *self.dact.lock().unwrap() = apply_act(&mut y, self.act, self.save);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -399,18 +401,7 @@ impl candle_core::CustomOp1 for ActivationOp {
         let grad = grad.contiguous()?;
         let (gs, gl) = grad.storage_and_layout();
         let g = cpu_f32(&gs, gl, "activation grad")?;
-        let dact = self.dact.lock().unwrap();
-        let dact = dact.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("activation: backward without a tracked forward".into())
-        })?;
-        let mut dx = vec![0f32; g.len()];
-        dx.par_chunks_mut(CHUNK)
-            .zip(dact.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(d, (da, g))| {
-                for i in 0..d.len() {
-                    d[i] = g[i] * da[i];
-                }
-            });
+        let dx = through_act(g, &self.dact)?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
