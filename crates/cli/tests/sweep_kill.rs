@@ -148,8 +148,14 @@ fn a_killed_fine_tuning_sweep_resumes_to_the_uninterrupted_result() {
     for point in ["sweep-finetune-step:3", "sweep-finetune-step:40"] {
         let out = scratch(&format!("ft-{}", point.replace(':', "-")));
         let o = sweep_plan(&plan, &out, 2, Some(point)).output().unwrap();
-        assert!(!o.status.success(), "{point}: the child should have aborted");
-        assert!(done_units(&out.join("results.sqlite")) < reference.units, "{point}");
+        assert!(
+            !o.status.success(),
+            "{point}: the child should have aborted"
+        );
+        assert!(
+            done_units(&out.join("results.sqlite")) < reference.units,
+            "{point}"
+        );
         ok(sweep_plan(&plan, &out, 1, None).output().unwrap());
         let resumed = finished(&out);
         assert_eq!(resumed.digest, reference.digest, "{point}");
@@ -159,7 +165,10 @@ fn a_killed_fine_tuning_sweep_resumes_to_the_uninterrupted_result() {
     let db = out.join("results.sqlite");
     let mut child = sweep_plan(&plan, &out, 2, None).spawn().unwrap();
     let start = Instant::now();
-    while done_units(&db) < 6 && start.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
+    while done_units(&db) < 6
+        && start.elapsed() < Duration::from_secs(60)
+        && child.try_wait().unwrap().is_none()
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     let _ = child.kill();

@@ -33,10 +33,28 @@ const WARMUP: usize = 2;
 
 /// Texts long enough to be cut at SEQ tokens.
 fn texts() -> Vec<String> {
-    let words = ["the", "strong", "student", "weak", "supervisor", "labels", "model", "token", "layer", "of", "and", "a"];
+    let words = [
+        "the",
+        "strong",
+        "student",
+        "weak",
+        "supervisor",
+        "labels",
+        "model",
+        "token",
+        "layer",
+        "of",
+        "and",
+        "a",
+    ];
     let mut rng = Rng(7);
     (0..BATCH * STEPS)
-        .map(|_| (0..400).map(|_| words[(rng.next() % words.len() as u64) as usize]).collect::<Vec<_>>().join(" "))
+        .map(|_| {
+            (0..400)
+                .map(|_| words[(rng.next() % words.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
 }
 
@@ -51,10 +69,15 @@ fn child(mode: &str, dir: &Path) {
         for b in enc.ids.chunks(BATCH) {
             let seqs: Vec<&[u32]> = b.iter().map(|s| s.as_slice()).collect();
             let p = pad_right(&seqs, 0, &Device::Cpu).unwrap();
-            model.forward(&p.input_ids, &Request::hidden_state(model.num_layers())).unwrap();
+            model
+                .forward(&p.input_ids, &Request::hidden_state(model.num_layers()))
+                .unwrap();
         }
         let s = t0.elapsed().as_secs_f64() / STEPS as f64;
-        println!("{}", serde_json::json!({ "seconds_per_step": s, "peak_rss_kb": peak_rss_kb() }));
+        println!(
+            "{}",
+            serde_json::json!({ "seconds_per_step": s, "peak_rss_kb": peak_rss_kb() })
+        );
         return;
     }
     let cfg = FinetuneConfig {
@@ -71,13 +94,28 @@ fn child(mode: &str, dir: &Path) {
         pooling: Pooling::LastToken,
         seed: 0,
     };
-    let mut targets = |r: &TargetRequest<'_>| r.indices.iter().map(|&i| (i % 2) as f32).collect::<Vec<f32>>();
+    let mut targets = |r: &TargetRequest<'_>| {
+        r.indices
+            .iter()
+            .map(|&i| (i % 2) as f32)
+            .collect::<Vec<f32>>()
+    };
     let mut times = Vec::new();
     let mut last = Instant::now();
-    let out = finetune(dir, &tok, &refs, &mut targets, &refs[..1], &cfg, &Device::Cpu, &mut |_, _| {
-        times.push(last.elapsed().as_secs_f64());
-        last = Instant::now();
-    }, None)
+    let out = finetune(
+        dir,
+        &tok,
+        &refs,
+        &mut targets,
+        &refs[..1],
+        &cfg,
+        &Device::Cpu,
+        &mut |_, _| {
+            times.push(last.elapsed().as_secs_f64());
+            last = Instant::now();
+        },
+        None,
+    )
     .unwrap();
     let timed = &times[WARMUP..];
     println!(
@@ -121,13 +159,19 @@ fn main() {
     let py = python();
     let peer = |mode: &str| {
         py.as_ref().and_then(|py| {
-            run_json(Command::new(py).arg(&script).arg(mode).arg(&model_dir).args([
-                threads.to_string(),
-                BATCH.to_string(),
-                SEQ.to_string(),
-                STEPS.to_string(),
-                WARMUP.to_string(),
-            ]))
+            run_json(
+                Command::new(py)
+                    .arg(&script)
+                    .arg(mode)
+                    .arg(&model_dir)
+                    .args([
+                        threads.to_string(),
+                        BATCH.to_string(),
+                        SEQ.to_string(),
+                        STEPS.to_string(),
+                        WARMUP.to_string(),
+                    ]),
+            )
         })
     };
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -139,7 +183,15 @@ fn main() {
     let infer_peer = peer("infer");
     let mut rows = vec![("inference (forward only)", infer.clone(), infer_peer)];
     for mode in ["full", "lora"] {
-        rows.push((if mode == "full" { "full fine-tuning" } else { "LoRA r = 8" }, ours(mode), peer(mode)));
+        rows.push((
+            if mode == "full" {
+                "full fine-tuning"
+            } else {
+                "LoRA r = 8"
+            },
+            ours(mode),
+            peer(mode),
+        ));
     }
     for (name, o, p) in &rows {
         let tp = p.as_ref().map(|p| tokens / f(p, "seconds_per_step"));
@@ -147,9 +199,15 @@ fn main() {
             "| {name} | {:.0} | {} | {} | {:.0} | {} |",
             tokens / f(o, "seconds_per_step"),
             tp.map_or("–".into(), |v| format!("{v:.0}")),
-            tp.map_or("–".into(), |v| format!("{:.2}×", tokens / f(o, "seconds_per_step") / v)),
+            tp.map_or("–".into(), |v| format!(
+                "{:.2}×",
+                tokens / f(o, "seconds_per_step") / v
+            )),
             f(o, "peak_rss_kb") / 1024.0,
-            p.as_ref().map_or("–".into(), |p| format!("{:.0}", f(p, "peak_rss_kb") / 1024.0)),
+            p.as_ref().map_or("–".into(), |p| format!(
+                "{:.0}",
+                f(p, "peak_rss_kb") / 1024.0
+            )),
         );
     }
     let lora = &rows[2].1;
@@ -160,6 +218,8 @@ fn main() {
         f(&infer, "peak_rss_kb") / 1024.0
     );
     if py.is_none() {
-        println!("(no Python with torch + transformers found: set W2SG_PYTHON to run the PyTorch peer)");
+        println!(
+            "(no Python with torch + transformers found: set W2SG_PYTHON to run the PyTorch peer)"
+        );
     }
 }

@@ -22,10 +22,10 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{python, run_json};
-use w2sg_lm::pretrain::checkpoints::save_weights;
 use w2sg_data::SplitMix64;
-use w2sg_lm::pretrain::model::TrainableGptNeoX;
 use w2sg_lm::optim::{AdamW, AdamWConfig};
+use w2sg_lm::pretrain::checkpoints::save_weights;
+use w2sg_lm::pretrain::model::TrainableGptNeoX;
 use w2sg_lm::pretrain::PretrainConfig;
 
 const WARMUP: usize = 2;

@@ -106,19 +106,31 @@ impl FinetuneConfig {
             return bad("batch_size and grad_accumulation must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.warmup_frac) {
-            return bad(format!("warmup_frac must be in [0, 1), got {}", self.warmup_frac));
+            return bad(format!(
+                "warmup_frac must be in [0, 1), got {}",
+                self.warmup_frac
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay must be ≥ 0, got {}", self.weight_decay));
+            return bad(format!(
+                "weight_decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
         }
         if self.max_tokens == 0 {
             return bad("max_tokens must be at least 1".into());
         }
         if self.lora_rank > 0 && !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
-            return bad(format!("lora_alpha must be positive, got {}", self.lora_alpha));
+            return bad(format!(
+                "lora_alpha must be positive, got {}",
+                self.lora_alpha
+            ));
         }
         if self.lora_rank > 0 && self.layers == Layers::Last(0) {
-            return bad("lora_rank > 0 needs at least one trained block (layers = 0 trains the head only)".into());
+            return bad(
+                "lora_rank > 0 needs at least one trained block (layers = 0 trains the head only)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -240,7 +252,11 @@ fn is_lm_head(name: &str) -> bool {
 }
 
 /// Which tensors train, and where LoRA adapters go: (names to train, LoRA (prefix, in, out)).
-fn select(seen: &[(String, Vec<usize>)], num_layers: usize, cfg: &FinetuneConfig) -> (Vec<(String, Vec<usize>)>, Vec<(String, usize, usize)>) {
+fn select(
+    seen: &[(String, Vec<usize>)],
+    num_layers: usize,
+    cfg: &FinetuneConfig,
+) -> (Vec<(String, Vec<usize>)>, Vec<(String, usize, usize)>) {
     let first = match cfg.layers {
         Layers::All => 0,
         Layers::Last(k) => num_layers - k.min(num_layers),
@@ -316,7 +332,11 @@ pub fn finetune(
     let (train_names, lora) = select(&seen, num_layers, cfg);
     let mut vars = VarStore::new(device);
     for (name, shape) in &train_names {
-        vars.insert(name, &recorder.get(name, shape, DType::F32)?, shape.len() >= 2)?;
+        vars.insert(
+            name,
+            &recorder.get(name, shape, DType::F32)?,
+            shape.len() >= 2,
+        )?;
     }
     let mut rng = init_stream(cfg.seed);
     for (prefix, din, dout) in &lora {
@@ -324,15 +344,33 @@ pub fn finetune(
         let a: Vec<f32> = (0..cfg.lora_rank * din)
             .map(|_| ((2.0 * rng.next_open01() - 1.0) * bound) as f32)
             .collect();
-        vars.insert(&format!("{prefix}.lora_A.weight"), &Tensor::from_vec(a, (cfg.lora_rank, *din), device)?, true)?;
-        vars.insert(&format!("{prefix}.lora_B.weight"), &Tensor::zeros((*dout, cfg.lora_rank), DType::F32, device)?, true)?;
+        vars.insert(
+            &format!("{prefix}.lora_A.weight"),
+            &Tensor::from_vec(a, (cfg.lora_rank, *din), device)?,
+            true,
+        )?;
+        vars.insert(
+            &format!("{prefix}.lora_B.weight"),
+            &Tensor::zeros((*dout, cfg.lora_rank), DType::F32, device)?,
+            true,
+        )?;
     }
     vars.set_lora_scale(cfg.lora_alpha / cfg.lora_rank.max(1) as f64);
-    let head: Vec<f32> = (0..hidden).map(|_| (rng.next_normal() * 0.02) as f32).collect();
-    vars.insert("score.weight", &Tensor::from_vec(head, (1, hidden), device)?, true)?;
+    let head: Vec<f32> = (0..hidden)
+        .map(|_| (rng.next_normal() * 0.02) as f32)
+        .collect();
+    vars.insert(
+        "score.weight",
+        &Tensor::from_vec(head, (1, hidden), device)?,
+        true,
+    )?;
     vars.insert("score.bias", &Tensor::zeros(1, DType::F32, device)?, false)?;
     if let Some(t) = trace.as_deref_mut() {
-        t.initial = vars.named_tensors().into_iter().map(|(n, t)| (n, t.copy().expect("copy"))).collect();
+        t.initial = vars
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy().expect("copy")))
+            .collect();
     }
 
     let start = match cfg.layers {
@@ -343,7 +381,13 @@ pub fn finetune(
     // are held by the variables from here on.
     let frozen = (start > 0).then_some(frozen);
     recorder.forget(&train_names);
-    let model = Model::from_weights(&config, &Layered { vars: &vars, base: &recorder })?;
+    let model = Model::from_weights(
+        &config,
+        &Layered {
+            vars: &vars,
+            base: &recorder,
+        },
+    )?;
     let runner = Runner {
         frozen: frozen.as_ref(),
         model: &model,
@@ -351,8 +395,16 @@ pub fn finetune(
         num_layers,
         pooling: cfg.pooling,
         device,
-        head_w: vars.var("score.weight").expect("inserted").as_tensor().clone(),
-        head_b: vars.var("score.bias").expect("inserted").as_tensor().clone(),
+        head_w: vars
+            .var("score.weight")
+            .expect("inserted")
+            .as_tensor()
+            .clone(),
+        head_b: vars
+            .var("score.bias")
+            .expect("inserted")
+            .as_tensor()
+            .clone(),
     };
 
     let train = tokenize(tokenizer, train_texts, max_tokens)?;
@@ -400,7 +452,8 @@ pub fn finetune(
                 }
                 let t_hat = Tensor::from_vec(t_hat, micro.len(), device)?;
                 // Σ over the micro-batch of the stable BCE with logits, over the step's examples.
-                let bce = ((z.relu()? - (&z * &t_hat)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+                let bce =
+                    ((z.relu()? - (&z * &t_hat)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
                 let loss = (bce.sum_all()? / chunk.len() as f64)?;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 let g = loss.backward()?;
@@ -410,19 +463,36 @@ pub fn finetune(
                 });
             }
             let lr = learning_rate(step as u64, total as u64, warmup, cfg.lr, 0.0);
-            opt.update(vars.params(), &grads.expect("a step has a micro-batch"), lr, 1.0)?;
+            opt.update(
+                vars.params(),
+                &grads.expect("a step has a micro-batch"),
+                lr,
+                1.0,
+            )?;
             step_losses.push(loss_sum as f32);
             step += 1;
             progress(step, total);
         }
     }
     if let Some(t) = trace.as_deref_mut() {
-        t.trained = vars.named_tensors().into_iter().map(|(n, t)| (n, t.copy().expect("copy"))).collect();
+        t.trained = vars
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy().expect("copy")))
+            .collect();
     }
 
     // Evaluation: the trained weights as constants, so no graph is recorded.
-    let snapshot: BTreeMap<String, Tensor> = vars.named_tensors().into_iter().map(|(n, t)| (n, t.detach())).collect();
-    let frozen_vars = Snapshot { tensors: &snapshot, base: &recorder, lora_scale: cfg.lora_alpha / cfg.lora_rank.max(1) as f64 };
+    let snapshot: BTreeMap<String, Tensor> = vars
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach()))
+        .collect();
+    let frozen_vars = Snapshot {
+        tensors: &snapshot,
+        base: &recorder,
+        lora_scale: cfg.lora_alpha / cfg.lora_rank.max(1) as f64,
+    };
     let eval_model = Model::from_weights(&config, &frozen_vars)?;
     let eval_runner = Runner {
         model: &eval_model,
@@ -464,7 +534,9 @@ fn add_grads(mut acc: GradStore, g: GradStore, vars: &VarStore) -> Result<GradSt
 
 /// A seeded permutation of 0..n for one epoch (Fisher–Yates on SplitMix64).
 pub fn permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = w2sg_data::SplitMix64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(0xB47C_4));
+    let mut rng = w2sg_data::SplitMix64::new(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_add(0xB47C_4),
+    );
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = (rng.next() % (i as u64 + 1)) as usize;
@@ -498,8 +570,14 @@ impl WeightSource for Snapshot<'_> {
     }
     fn lora(&self, prefix: &str) -> Option<crate::weights::Lora> {
         Some(crate::weights::Lora {
-            a: self.tensors.get(&format!("{prefix}.lora_A.weight"))?.clone(),
-            b: self.tensors.get(&format!("{prefix}.lora_B.weight"))?.clone(),
+            a: self
+                .tensors
+                .get(&format!("{prefix}.lora_A.weight"))?
+                .clone(),
+            b: self
+                .tensors
+                .get(&format!("{prefix}.lora_B.weight"))?
+                .clone(),
             scale: self.lora_scale,
         })
     }
@@ -535,7 +613,9 @@ impl Runner<'_> {
         for b in idx.chunks(batch) {
             let seqs: Vec<&[u32]> = b.iter().map(|&i| ids[i].as_slice()).collect();
             let padded = pad_right(&seqs, 0, self.device)?;
-            let frozen = self.frozen.expect("a frozen model when training starts above the embeddings");
+            let frozen = self
+                .frozen
+                .expect("a frozen model when training starts above the embeddings");
             let out = frozen.forward(&padded.input_ids, &Request::hidden_state(self.start))?;
             let h = out.hidden_state(self.start).expect("requested");
             for (row, s) in seqs.iter().enumerate() {
@@ -551,11 +631,21 @@ impl Runner<'_> {
             Inputs::Ids(ids) => {
                 let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
                 let padded = pad_right(&seqs, 0, self.device)?;
-                let out = self.model.forward(&padded.input_ids, &Request::hidden_state(self.num_layers))?;
-                (out.hidden_state(self.num_layers).expect("requested").clone(), padded.attention_mask)
+                let out = self
+                    .model
+                    .forward(&padded.input_ids, &Request::hidden_state(self.num_layers))?;
+                (
+                    out.hidden_state(self.num_layers)
+                        .expect("requested")
+                        .clone(),
+                    padded.attention_mask,
+                )
             }
             Inputs::Cached(states) => {
-                let t = batch.iter().map(|&i| states[i].dim(0)).collect::<candle_core::Result<Vec<_>>>()?;
+                let t = batch
+                    .iter()
+                    .map(|&i| states[i].dim(0))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
                 let tmax = t.iter().copied().max().unwrap_or(0);
                 let hidden = states[0].dim(1)?;
                 let mut rows = Vec::with_capacity(batch.len());
@@ -563,22 +653,36 @@ impl Runner<'_> {
                 for (&i, &len) in batch.iter().zip(&t) {
                     let s = &states[i];
                     rows.push(if len < tmax {
-                        Tensor::cat(&[s, &Tensor::zeros((tmax - len, hidden), s.dtype(), self.device)?], 0)?
+                        Tensor::cat(
+                            &[
+                                s,
+                                &Tensor::zeros((tmax - len, hidden), s.dtype(), self.device)?,
+                            ],
+                            0,
+                        )?
                     } else {
                         s.clone()
                     });
                     mask.extend((0..tmax).map(|j| if j < len { 1f32 } else { 0.0 }));
                 }
                 let x = Tensor::stack(&rows, 0)?;
-                let out = self.model.forward_from(x, self.start, &Request::hidden_state(self.num_layers))?;
+                let out = self.model.forward_from(
+                    x,
+                    self.start,
+                    &Request::hidden_state(self.num_layers),
+                )?;
                 (
-                    out.hidden_state(self.num_layers).expect("requested").clone(),
+                    out.hidden_state(self.num_layers)
+                        .expect("requested")
+                        .clone(),
                     Tensor::from_vec(mask, (batch.len(), tmax), self.device)?,
                 )
             }
         };
         let pooled = pool(&h, &mask, self.pooling)?;
-        let z = pooled.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;
+        let z = pooled
+            .matmul(&self.head_w.t()?)?
+            .broadcast_add(&self.head_b)?;
         Ok(z.squeeze(1)?)
     }
 }

@@ -355,7 +355,10 @@ impl GptNeoX {
         let n = self.config.num_hidden_layers;
         let out = self.forward(inputs, &Request::hidden_state(n))?;
         let x = out.hidden_state(n).expect("requested").flatten_to(1)?;
-        let (w, _) = self.embed_out.plain().expect("the output head has no adapter");
+        let (w, _) = self
+            .embed_out
+            .plain()
+            .expect("the output head has no adapter");
         Ok(ops::head_cross_entropy(&x, w, &targets.flatten_all()?)?)
     }
 }

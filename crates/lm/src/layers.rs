@@ -89,7 +89,8 @@ impl Linear {
                 && !p.weight.is_variable()
                 && p.bias.as_ref().is_none_or(|b| !b.is_variable())
         });
-        let same_bias = parts.iter().all(|p| p.bias.is_some()) || parts.iter().all(|p| p.bias.is_none());
+        let same_bias =
+            parts.iter().all(|p| p.bias.is_some()) || parts.iter().all(|p| p.bias.is_none());
         if !frozen || !same_bias {
             return Ok(Linear { parts });
         }

@@ -330,7 +330,9 @@ impl Olmo {
         let q_dim = c.num_attention_heads * c.head_dim;
         let kv_dim = c.num_key_value_heads * c.head_dim;
         let inter = c.intermediate_size;
-        let lin = |name: &str, din: usize, dout: usize, bias: bool| Linear::load(w, name, din, dout, bias);
+        let lin = |name: &str, din: usize, dout: usize, bias: bool| {
+            Linear::load(w, name, din, dout, bias)
+        };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         let dtype = w.dtype();
         let (embed_tokens, lm_head) = match c.layout {

@@ -179,7 +179,9 @@ impl Olmo2 {
         let kv_dim = c.num_key_value_heads * c.head_dim;
         let inter = c.intermediate_size;
         let eps = c.rms_norm_eps;
-        let lin = |name: String, din: usize, dout: usize, bias: bool| Linear::load(w, &name, din, dout, bias);
+        let lin = |name: String, din: usize, dout: usize, bias: bool| {
+            Linear::load(w, &name, din, dout, bias)
+        };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = Self::layer_prefix(i);
@@ -189,7 +191,9 @@ impl Olmo2 {
             let v = lin(format!("{p}.self_attn.v_proj"), h, kv_dim, bias)?;
             let up = lin(format!("{p}.mlp.up_proj"), h, inter, false)?;
             let gate = lin(format!("{p}.mlp.gate_proj"), h, inter, false)?;
-            let norm = |name: &str, size: usize| RmsNorm::load(w, &format!("{p}.{name}.weight"), size, eps);
+            let norm = |name: &str, size: usize| {
+                RmsNorm::load(w, &format!("{p}.{name}.weight"), size, eps)
+            };
             layers.push(Layer {
                 qkv: Linear::cat(vec![q, k, v])?,
                 q_norm: norm("self_attn.q_norm", q_dim)?,
@@ -245,7 +249,10 @@ impl Olmo2 {
     /// q and k are RMS-normalised over the whole projection before the heads are split and rotated.
     fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (q_dim, kv_dim) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let (q_dim, kv_dim) = (
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
         let qkv = layer.qkv.forward(x)?;
         let q = layer.q_norm.forward(&qkv.narrow(2, 0, q_dim)?)?;
         let k = layer.k_norm.forward(&qkv.narrow(2, q_dim, kv_dim)?)?;

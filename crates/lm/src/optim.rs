@@ -231,9 +231,9 @@ impl AdamW {
         for p in params {
             for (prefix, out) in [("m", &mut m), ("v", &mut v)] {
                 let name = format!("{prefix}.{}", p.name);
-                let t = tensors.remove(&name).ok_or_else(|| {
-                    LmError::Input(format!("{what}: tensor `{name}` not found"))
-                })?;
+                let t = tensors
+                    .remove(&name)
+                    .ok_or_else(|| LmError::Input(format!("{what}: tensor `{name}` not found")))?;
                 if t.dims() != p.var.dims() {
                     return Err(LmError::Input(format!(
                         "{what}: tensor `{name}` has shape {:?}, expected {:?}",

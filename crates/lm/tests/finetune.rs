@@ -19,17 +19,28 @@ use w2sg_lm::finetune::{finetune, FinetuneConfig, FinetuneOutput, Layers, Target
 
 /// 40 short texts and soft labels: texts with "good" lean positive.
 fn data() -> (Vec<String>, Vec<f32>) {
-    let words = ["good", "bad", "film", "plot", "actors", "music", "dull", "bright", "story", "end"];
+    let words = [
+        "good", "bad", "film", "plot", "actors", "music", "dull", "bright", "story", "end",
+    ];
     let mut rng = w2sg_data::SplitMix64::new(5);
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     for i in 0..40 {
         let n = 3 + (rng.next() % 6) as usize;
-        let mut t: Vec<&str> = (0..n).map(|_| words[(rng.next() % words.len() as u64) as usize]).collect();
+        let mut t: Vec<&str> = (0..n)
+            .map(|_| words[(rng.next() % words.len() as u64) as usize])
+            .collect();
         let pos = i % 2 == 0;
-        t.insert((rng.next() % n as u64) as usize, if pos { "good" } else { "bad" });
+        t.insert(
+            (rng.next() % n as u64) as usize,
+            if pos { "good" } else { "bad" },
+        );
         texts.push(t.join(" "));
-        labels.push(if pos { 0.8 + 0.2 * (i % 3) as f32 / 3.0 } else { 0.1 + 0.1 * (i % 4) as f32 / 4.0 });
+        labels.push(if pos {
+            0.8 + 0.2 * (i % 3) as f32 / 3.0
+        } else {
+            0.1 + 0.1 * (i % 4) as f32 / 4.0
+        });
     }
     (texts, labels)
 }
@@ -42,8 +53,20 @@ fn run(fixture: &str, cfg: &FinetuneConfig, trace: Option<&mut Trace>) -> Finetu
     let dir = fixtures().join(fixture);
     let (texts, labels) = data();
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    let mut targets = |r: &TargetRequest<'_>| r.indices.iter().map(|&i| labels[i]).collect::<Vec<f32>>();
-    finetune(&dir, &tokenizer(&dir), &refs, &mut targets, &refs[..8], cfg, &Device::Cpu, &mut |_, _| {}, trace).unwrap()
+    let mut targets =
+        |r: &TargetRequest<'_>| r.indices.iter().map(|&i| labels[i]).collect::<Vec<f32>>();
+    finetune(
+        &dir,
+        &tokenizer(&dir),
+        &refs,
+        &mut targets,
+        &refs[..8],
+        cfg,
+        &Device::Cpu,
+        &mut |_, _| {},
+        trace,
+    )
+    .unwrap()
 }
 
 fn cfg(layers: Layers, lora_rank: usize) -> FinetuneConfig {
@@ -66,45 +89,99 @@ fn cfg(layers: Layers, lora_rank: usize) -> FinetuneConfig {
 #[test]
 fn lora_trains_only_adapters_and_head() {
     let mut trace = Trace::default();
-    let out = run("neox-parallel-rot25", &cfg(Layers::All, 4), Some(&mut trace));
+    let out = run(
+        "neox-parallel-rot25",
+        &cfg(Layers::All, 4),
+        Some(&mut trace),
+    );
     let names: Vec<&str> = trace.initial.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.iter().all(|n| n.contains(".lora_") || n.starts_with("score.")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(".lora_") || n.starts_with("score.")),
+        "{names:?}"
+    );
     // 2 blocks × 4 linear layers, each with A and B, plus the head's weight and bias.
     assert_eq!(names.len(), 2 * 4 * 2 + 2);
     // r · (in + out) per layer: qkv 32→96, dense 32→32, up 32→128, down 128→32; head 32 + 1.
     let per_block = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32));
     assert_eq!(out.trainable_parameters, 2 * per_block + 33);
     // B starts at zero and moves.
-    let b0 = &trace.initial.iter().find(|(n, _)| n.ends_with("query_key_value.lora_B.weight")).unwrap().1;
-    let b1 = &trace.trained.iter().find(|(n, _)| n.ends_with("query_key_value.lora_B.weight")).unwrap().1;
-    assert_eq!(b0.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
-    assert!(b1.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    let b0 = &trace
+        .initial
+        .iter()
+        .find(|(n, _)| n.ends_with("query_key_value.lora_B.weight"))
+        .unwrap()
+        .1;
+    let b1 = &trace
+        .trained
+        .iter()
+        .find(|(n, _)| n.ends_with("query_key_value.lora_B.weight"))
+        .unwrap()
+        .1;
+    assert_eq!(
+        b0.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
+    assert!(
+        b1.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
     assert_eq!(out.step_losses.len(), 2 * 5);
 }
 
 #[test]
 fn last_k_trains_the_top_blocks_and_final_norm_from_cached_states() {
     let mut trace = Trace::default();
-    let last = run("neox-parallel-rot25", &cfg(Layers::Last(1), 0), Some(&mut trace));
+    let last = run(
+        "neox-parallel-rot25",
+        &cfg(Layers::Last(1), 0),
+        Some(&mut trace),
+    );
     let names: Vec<&str> = trace.initial.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.iter().all(|n| n.starts_with("gpt_neox.layers.1.") || n.starts_with("gpt_neox.final_layer_norm.") || n.starts_with("score.")), "{names:?}");
+    assert!(
+        names.iter().all(|n| n.starts_with("gpt_neox.layers.1.")
+            || n.starts_with("gpt_neox.final_layer_norm.")
+            || n.starts_with("score.")),
+        "{names:?}"
+    );
     assert_eq!(names.len(), 12 + 2 + 2);
     // Before any update the model is the same whatever trains: the first loss through the cached
     // block-0 output equals the first loss of full fine-tuning from the token ids.
     let all = run("neox-parallel-rot25", &cfg(Layers::All, 0), None);
     let (a, b) = (last.step_losses[0], all.step_losses[0]);
-    assert!((a - b).abs() <= 1e-6 * b.abs(), "first loss {a} (cached) vs {b} (full)");
+    assert!(
+        (a - b).abs() <= 1e-6 * b.abs(),
+        "first loss {a} (cached) vs {b} (full)"
+    );
     assert_ne!(last.step_losses[5], all.step_losses[5]);
     // Head only: the final hidden states are cached and nothing else trains.
     let mut trace = Trace::default();
-    run("neox-parallel-rot25", &cfg(Layers::Last(0), 0), Some(&mut trace));
+    run(
+        "neox-parallel-rot25",
+        &cfg(Layers::Last(0), 0),
+        Some(&mut trace),
+    );
     assert_eq!(trace.initial.len(), 2);
 }
 
 #[test]
 fn same_seed_same_bits_with_one_and_two_threads() {
     let go = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let o = run("olmo2", &cfg(Layers::All, 4), None);
             (o.step_losses, o.eval_logits)
@@ -123,8 +200,17 @@ fn fine_tuning_fits_the_soft_labels() {
     assert!(last < 0.8 * first, "loss {first} → {last}");
     // The eval texts are the first 8 training texts, alternating positive and negative.
     let (_, labels) = data();
-    let correct = out.eval_logits.iter().zip(&labels).filter(|(z, y)| (**z > 0.0) == (**y > 0.5)).count();
-    assert!(correct >= 7, "{correct}/8 eval texts on the right side: {:?}", out.eval_logits);
+    let correct = out
+        .eval_logits
+        .iter()
+        .zip(&labels)
+        .filter(|(z, y)| (**z > 0.0) == (**y > 0.5))
+        .count();
+    assert!(
+        correct >= 7,
+        "{correct}/8 eval texts on the right side: {:?}",
+        out.eval_logits
+    );
 }
 
 #[test]
@@ -132,12 +218,47 @@ fn bad_settings_are_errors_naming_the_setting() {
     let dir = fixtures().join("neox-parallel-rot25");
     let mut targets = |r: &TargetRequest<'_>| vec![0.5; r.indices.len()];
     for (c, what) in [
-        (FinetuneConfig { epochs: 0, ..cfg(Layers::All, 0) }, "epochs"),
-        (FinetuneConfig { lr: -1.0, ..cfg(Layers::All, 0) }, "lr"),
-        (FinetuneConfig { layers: Layers::Last(3), ..cfg(Layers::All, 0) }, "layers = 3"),
-        (FinetuneConfig { layers: Layers::Last(0), ..cfg(Layers::All, 2) }, "lora_rank"),
+        (
+            FinetuneConfig {
+                epochs: 0,
+                ..cfg(Layers::All, 0)
+            },
+            "epochs",
+        ),
+        (
+            FinetuneConfig {
+                lr: -1.0,
+                ..cfg(Layers::All, 0)
+            },
+            "lr",
+        ),
+        (
+            FinetuneConfig {
+                layers: Layers::Last(3),
+                ..cfg(Layers::All, 0)
+            },
+            "layers = 3",
+        ),
+        (
+            FinetuneConfig {
+                layers: Layers::Last(0),
+                ..cfg(Layers::All, 2)
+            },
+            "lora_rank",
+        ),
     ] {
-        let e = finetune(&dir, &tokenizer(&dir), &["a b"], &mut targets, &["a"], &c, &Device::Cpu, &mut |_, _| {}, None).unwrap_err();
+        let e = finetune(
+            &dir,
+            &tokenizer(&dir),
+            &["a b"],
+            &mut targets,
+            &["a"],
+            &c,
+            &Device::Cpu,
+            &mut |_, _| {},
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains(what), "{e}");
         assert_eq!(e.exit_code(), 2);
     }
@@ -149,7 +270,12 @@ const CASES: &[(&str, &str, Layers, usize)] = &[
     ("neox-par-last1", "neox-parallel-rot25", Layers::Last(1), 0),
     ("neox-par-lora4", "neox-parallel-rot25", Layers::All, 4),
     ("neox-seq-full", "neox-sequential-rot100", Layers::All, 0),
-    ("neox-seq-lora4", "neox-sequential-rot100", Layers::Last(1), 4),
+    (
+        "neox-seq-lora4",
+        "neox-sequential-rot100",
+        Layers::Last(1),
+        4,
+    ),
     ("olmo2-full", "olmo2", Layers::All, 0),
     ("olmo2-last1", "olmo2", Layers::Last(1), 0),
     ("olmo2-lora4", "olmo2", Layers::All, 4),
@@ -168,7 +294,8 @@ fn parity_with_pytorch_per_step_loss_and_head() {
         if let Some(root) = &write {
             let dir = root.join(name);
             std::fs::create_dir_all(&dir).unwrap();
-            let named: Vec<(&str, &Tensor)> = trace.initial.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let named: Vec<(&str, &Tensor)> =
+                trace.initial.iter().map(|(n, t)| (n.as_str(), t)).collect();
             write_safetensors(&dir.join("init.safetensors"), &named, &Default::default()).unwrap();
             let case = serde_json::json!({
                 "fixture": fixture, "texts": texts, "labels": labels, "micro_batches": trace.micro_batches,
@@ -178,20 +305,47 @@ fn parity_with_pytorch_per_step_loss_and_head() {
                 "warmup_frac": c.warmup_frac, "weight_decay": c.weight_decay, "max_tokens": c.max_tokens,
                 "steps": out.step_losses.len(), "w2sg_losses": out.step_losses,
             });
-            std::fs::write(dir.join("case.json"), serde_json::to_string_pretty(&case).unwrap()).unwrap();
+            std::fs::write(
+                dir.join("case.json"),
+                serde_json::to_string_pretty(&case).unwrap(),
+            )
+            .unwrap();
             continue;
         }
         let path = fixtures().join("finetune").join(name).join("expected.json");
-        let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let losses: Vec<f32> = serde_json::from_value(expected["losses"].clone()).unwrap();
-        assert!(losses.len() >= 10 && losses.len() == out.step_losses.len(), "{name}: {} steps", losses.len());
+        assert!(
+            losses.len() >= 10 && losses.len() == out.step_losses.len(),
+            "{name}: {} steps",
+            losses.len()
+        );
         for (i, (a, b)) in out.step_losses.iter().zip(&losses).enumerate() {
-            assert!((a - b).abs() <= 1e-4 * b.abs(), "{name}: step {i} loss {a} vs PyTorch {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs(),
+                "{name}: step {i} loss {a} vs PyTorch {b}"
+            );
         }
         let head: Vec<f32> = serde_json::from_value(expected["head_weight"].clone()).unwrap();
-        let ours: Vec<f32> = trace.trained.iter().find(|(n, _)| n == "score.weight").unwrap().1.flatten_all().unwrap().to_vec1().unwrap();
+        let ours: Vec<f32> = trace
+            .trained
+            .iter()
+            .find(|(n, _)| n == "score.weight")
+            .unwrap()
+            .1
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let scale = head.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = ours.iter().zip(&head).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(diff <= 1e-3 * scale, "{name}: head differs by {diff} (max |w| {scale})");
+        let diff = ours
+            .iter()
+            .zip(&head)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-3 * scale,
+            "{name}: head differs by {diff} (max |w| {scale})"
+        );
     }
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use w2sg_data::corpus::Document;
+use w2sg_data::SplitMix64;
 use w2sg_lm::model::{Model, Request};
+use w2sg_lm::optim::{AdamW, AdamWConfig};
 use w2sg_lm::pretrain::batches::train_batch;
 use w2sg_lm::pretrain::checkpoints::{read_manifest, sha256_file};
-use w2sg_data::SplitMix64;
-use w2sg_lm::optim::{AdamW, AdamWConfig};
 use w2sg_lm::pretrain::model::TrainableGptNeoX;
 use w2sg_lm::pretrain::tokenizer::{decode, encode, train_tokenizer};
 use w2sg_lm::pretrain::{pretrain, ModelShape, PretrainConfig, RunOptions};

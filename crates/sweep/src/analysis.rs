@@ -195,33 +195,33 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
         }
         for (family, checkpoints) in &resolved.families {
             for mode in &modes {
-              for loss in &plan.losses {
-                let mut diffs = Vec::new();
-                let mut step_outcomes = Vec::new();
-                for ck in checkpoints {
-                    if mode.is_some() && !tuned.contains(&ck.group()) {
-                        continue;
+                for loss in &plan.losses {
+                    let mut diffs = Vec::new();
+                    let mut step_outcomes = Vec::new();
+                    for ck in checkpoints {
+                        if mode.is_some() && !tuned.contains(&ck.group()) {
+                            continue;
+                        }
+                        let row = analyse_checkpoint(
+                            resolved,
+                            store,
+                            ds,
+                            ck,
+                            mode.as_deref(),
+                            loss,
+                            &weak,
+                            weak_error.as_deref(),
+                            &single,
+                            &mut out.seeds,
+                            &mut diffs,
+                            &mut step_outcomes,
+                        )?;
+                        out.steps.push(row);
                     }
-                    let row = analyse_checkpoint(
-                        resolved,
-                        store,
-                        ds,
-                        ck,
-                        mode.as_deref(),
-                        loss,
-                        &weak,
-                        weak_error.as_deref(),
-                        &single,
-                        &mut out.seeds,
-                        &mut diffs,
-                        &mut step_outcomes,
-                    )?;
-                    out.steps.push(row);
+                    let mut t = transition(plan, family, &ds.name, loss, &diffs, &step_outcomes);
+                    t.mode = mode.clone().unwrap_or_else(|| "probe".into());
+                    out.transitions.push(t);
                 }
-                let mut t = transition(plan, family, &ds.name, loss, &diffs, &step_outcomes);
-                t.mode = mode.clone().unwrap_or_else(|| "probe".into());
-                out.transitions.push(t);
-              }
             }
         }
     }

@@ -906,7 +906,9 @@ fn run_finetuned(
             let weak = if loss == CEILING {
                 None
             } else {
-                weak_blobs.get(&seed).map(|(b, t)| (b.as_slice(), t.as_slice()))
+                weak_blobs
+                    .get(&seed)
+                    .map(|(b, t)| (b.as_slice(), t.as_slice()))
             };
             bar.set_message(format!(
                 "{} · {}/{} · fine-tuning {loss} seed {seed}",

@@ -113,11 +113,17 @@ impl Default for FinetunePlan {
 
 impl FinetunePlan {
     /// The lm crate's settings for one student (the seed is the unit's).
-    pub fn config(&self, pooling: Pooling, seed: u64) -> std::result::Result<FinetuneConfig, String> {
+    pub fn config(
+        &self,
+        pooling: Pooling,
+        seed: u64,
+    ) -> std::result::Result<FinetuneConfig, String> {
         let layers = match &self.layers {
             LayersPlan::Named(s) if s == "all" => Layers::All,
             LayersPlan::Named(s) => {
-                return Err(format!("finetune.layers: \"{s}\" is not \"all\" or a number of blocks"))
+                return Err(format!(
+                    "finetune.layers: \"{s}\" is not \"all\" or a number of blocks"
+                ))
             }
             LayersPlan::Last(k) => Layers::Last(*k),
         };
@@ -126,7 +132,9 @@ impl FinetunePlan {
             lora_rank: self.lora_rank,
             lora_alpha: self.lora_alpha,
             epochs: self.epochs,
-            lr: self.lr.unwrap_or(if self.lora_rank > 0 { 2e-4 } else { 5e-5 }),
+            lr: self
+                .lr
+                .unwrap_or(if self.lora_rank > 0 { 2e-4 } else { 5e-5 }),
             batch_size: self.batch_size,
             grad_accumulation: self.grad_accumulation,
             warmup_frac: self.warmup_frac,
@@ -135,7 +143,8 @@ impl FinetunePlan {
             pooling,
             seed,
         };
-        c.validate().map_err(|e| e.to_string().replace("finetune: ", "finetune."))?;
+        c.validate()
+            .map_err(|e| e.to_string().replace("finetune: ", "finetune."))?;
         Ok(c)
     }
 
@@ -143,10 +152,12 @@ impl FinetunePlan {
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.config(Pooling::LastToken, 0)?;
         match &self.revisions {
-            Revisions::All(s) if s != "all" => {
-                Err(format!("finetune.revisions: must be \"all\", a list or {{ every = N }}, not \"{s}\""))
+            Revisions::All(s) if s != "all" => Err(format!(
+                "finetune.revisions: must be \"all\", a list or {{ every = N }}, not \"{s}\""
+            )),
+            Revisions::Every { every: 0 } => {
+                Err("finetune.revisions.every must be at least 1".into())
             }
-            Revisions::Every { every: 0 } => Err("finetune.revisions.every must be at least 1".into()),
             Revisions::List(l) if l.is_empty() => Err("finetune.revisions is an empty list".into()),
             _ => Ok(()),
         }
@@ -180,10 +191,12 @@ pub fn finetune_spec(
 ) -> crate::error::Result<UnitSpec> {
     let ft = &plan.finetune;
     let pooling: Pooling = ds.pooling.parse().unwrap_or(Pooling::LastToken);
-    let cfg = ft.config(pooling, seed).map_err(|problem| crate::error::Error::Input {
-        what: "plan [finetune]".into(),
-        problem,
-    })?;
+    let cfg = ft
+        .config(pooling, seed)
+        .map_err(|problem| crate::error::Error::Input {
+            what: "plan [finetune]".into(),
+            problem,
+        })?;
     let training = match loss {
         CEILING | "xent" => json!("xent"),
         other => json!(plan.train_params(other, seed).loss),
@@ -218,7 +231,10 @@ pub fn finetune_student(
     if let Err(e) = &ck.fingerprint {
         return Err(e.clone());
     }
-    let pooling: Pooling = ds.pooling.parse().map_err(|e: w2sg_lm::LmError| e.to_string())?;
+    let pooling: Pooling = ds
+        .pooling
+        .parse()
+        .map_err(|e: w2sg_lm::LmError| e.to_string())?;
     let cfg = plan.finetune.config(pooling, seed)?;
     let targets: Vec<f64> = match (loss, weak) {
         (CEILING, _) => w2sg_protocol::features::hard_targets(&ds.labels_at(&split.strong)),
@@ -234,7 +250,12 @@ pub fn finetune_student(
         let z: Vec<f64> = r.logits.iter().map(|&v| v as f64).collect();
         let y: Vec<f64> = r.indices.iter().map(|&i| targets[i]).collect();
         let mut out = vec![0.0; z.len()];
-        state.targets(r.step as f64 / r.total_steps.max(1) as f64, &z, &y, &mut out);
+        state.targets(
+            r.step as f64 / r.total_steps.max(1) as f64,
+            &z,
+            &y,
+            &mut out,
+        );
         out.iter().map(|&t| t as f32).collect()
     };
     let tok_path = ck.dir.join("tokenizer.json");
@@ -255,19 +276,32 @@ pub fn finetune_student(
     )
     .map_err(|e| e.to_string())?;
     if let Some(i) = out.eval_logits.iter().position(|z| !z.is_finite()) {
-        return Err(format!("non-finite logit for test example {i}: training diverged (lr {} too large?)", cfg.lr));
+        return Err(format!(
+            "non-finite logit for test example {i}: training diverged (lr {} too large?)",
+            cfg.lr
+        ));
     }
-    let on_test: Vec<f64> = out.eval_logits.iter().map(|&z| w2sg_protocol::probe::sigmoid(z as f64)).collect();
+    let on_test: Vec<f64> = out
+        .eval_logits
+        .iter()
+        .map(|&z| w2sg_protocol::probe::sigmoid(z as f64))
+        .collect();
     let e = |e: w2sg_protocol::Error| e.to_string();
     let labels = ds.labels_at(&split.test);
     let m = EvalMetrics::compute(&on_test, &labels, ECE_BINS).map_err(e)?;
     let mut result = Map::new();
     crate::engine::metrics_json(&m, &mut result);
     result.insert("mode".into(), json!(cfg.mode_name()));
-    result.insert("trainable_parameters".into(), json!(out.trainable_parameters));
+    result.insert(
+        "trainable_parameters".into(),
+        json!(out.trainable_parameters),
+    );
     result.insert("final_train_loss".into(), json!(out.step_losses.last()));
     if let Some((_, weak_test)) = weak {
-        result.insert("agreement_with_weak".into(), json!(w2sg_protocol::agreement(&on_test, weak_test).map_err(e)?));
+        result.insert(
+            "agreement_with_weak".into(),
+            json!(w2sg_protocol::agreement(&on_test, weak_test).map_err(e)?),
+        );
     }
     Ok(UnitOutput {
         result,

@@ -174,7 +174,10 @@ fn rows_of<'a>(analysis: &'a Analysis, family: &str, task: &str, label: &str) ->
         .steps
         .iter()
         .filter(|r| {
-            r.family == family && r.task == task && series(&r.mode, &r.loss) == label && r.step.is_some()
+            r.family == family
+                && r.task == task
+                && series(&r.mode, &r.loss) == label
+                && r.step.is_some()
         })
         .collect()
 }

@@ -467,7 +467,9 @@ impl Plan {
         let mut seen_modes = std::collections::BTreeSet::new();
         for m in &modes {
             if !matches!(m.as_str(), "probe" | "finetune") {
-                return Err(format!("train.mode: unknown mode \"{m}\" (known: probe, finetune)"));
+                return Err(format!(
+                    "train.mode: unknown mode \"{m}\" (known: probe, finetune)"
+                ));
             }
             if !seen_modes.insert(m) {
                 return Err(format!("train.mode lists \"{m}\" twice"));

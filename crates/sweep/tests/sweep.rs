@@ -325,17 +325,26 @@ fn fine_tuned_students_sit_beside_the_probes_resume_and_merge() {
     assert_eq!(first.units_done, 9 * (1 + 2 * 3) + 1 + 2 + 3 * 2 * 3);
     assert_eq!(first.units_failed, 0);
     let rows = read_csv(&out.join("results.csv"));
-    let tuned: Vec<_> = rows.iter().filter(|r| r["mode"] == "lora-2-last-1").collect();
+    let tuned: Vec<_> = rows
+        .iter()
+        .filter(|r| r["mode"] == "lora-2-last-1")
+        .collect();
     assert_eq!(rows.iter().filter(|r| r["mode"] == "probe").count(), 9 * 2);
     assert_eq!(tuned.len(), 3 * 2);
-    let revs: std::collections::BTreeSet<&str> = tuned.iter().map(|r| r["revision"].as_str()).collect();
+    let revs: std::collections::BTreeSet<&str> =
+        tuned.iter().map(|r| r["revision"].as_str()).collect();
     assert_eq!(revs, ["step0", "step24", "step8"].into_iter().collect());
     for r in &tuned {
         assert_eq!(r["status"], "ok", "{r:?}");
         let c = num(r, "acc_ceiling").unwrap();
         assert!((0.0..=1.0).contains(&c));
         // The weak supervisor is the probe's: the same weak accuracy as the probe rows.
-        let probe = rows.iter().find(|p| p["mode"] == "probe" && p["revision"] == r["revision"] && p["loss"] == r["loss"]).unwrap();
+        let probe = rows
+            .iter()
+            .find(|p| {
+                p["mode"] == "probe" && p["revision"] == r["revision"] && p["loss"] == r["loss"]
+            })
+            .unwrap();
         assert_eq!(r["acc_weak"], probe["acc_weak"]);
     }
     assert_eq!(read_csv(&out.join("transitions.csv")).len(), 4);
@@ -347,9 +356,18 @@ fn fine_tuned_students_sit_beside_the_probes_resume_and_merge() {
     for i in 0..2 {
         run_command(&plan, &sharded, &opts(ShardSpec::new(i, 2).unwrap())).unwrap();
     }
-    let shards: Vec<PathBuf> = (0..2).map(|i| sharded.join("shards").join(format!("shard-{i}-of-2.sqlite"))).collect();
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            sharded
+                .join("shards")
+                .join(format!("shard-{i}-of-2.sqlite"))
+        })
+        .collect();
     w2sg_protocol::store::merge(&sharded.join("results.sqlite"), &shards).unwrap();
-    assert_eq!(digest(&sharded.join("results.sqlite")), digest(&out.join("results.sqlite")));
+    assert_eq!(
+        digest(&sharded.join("results.sqlite")),
+        digest(&out.join("results.sqlite"))
+    );
     // Probe-only reruns of a finished fine-tuning sweep reuse the probe units (their keys did not
     // change): a probe-only plan on the same store runs nothing.
     let probe_only = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
@@ -373,7 +391,9 @@ fn bad_finetune_settings_are_plan_errors_naming_the_key() {
         assert_eq!(e.exit_code(), 2, "{e}");
         assert!(e.to_string().contains(key), "{e}");
     }
-    let text = std::fs::read_to_string(&f.plan).unwrap().replace("[train]\n", "[train]\nmode = \"fine-tune\"\n");
+    let text = std::fs::read_to_string(&f.plan)
+        .unwrap()
+        .replace("[train]\n", "[train]\nmode = \"fine-tune\"\n");
     let path = f.dir.join("plan-bad-mode.toml");
     std::fs::write(&path, text).unwrap();
     let e = run_command(&path, &scratch("bad-mode"), &opts(ShardSpec::all())).unwrap_err();

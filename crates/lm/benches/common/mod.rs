@@ -129,4 +129,3 @@ pub fn python() -> Option<String> {
             .is_ok_and(|o| o.status.success())
     })
 }
-

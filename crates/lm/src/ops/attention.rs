@@ -135,13 +135,29 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(spec: &AttentionSpec, b: usize, t: usize, width: usize, rot: &RotaryTables) -> candle_core::Result<Self> {
-        let AttentionSpec { heads: nh, kv_heads: nkv, head_dim: hd, layout } = *spec;
+    fn new(
+        spec: &AttentionSpec,
+        b: usize,
+        t: usize,
+        width: usize,
+        rot: &RotaryTables,
+    ) -> candle_core::Result<Self> {
+        let AttentionSpec {
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            layout,
+        } = *spec;
         if nh == 0 || nkv == 0 || nh % nkv != 0 || (layout == QkvLayout::PerHead && nh != nkv) {
-            candle_core::bail!("attention: {nh} query heads and {nkv} key/value heads do not fit {layout:?}");
+            candle_core::bail!(
+                "attention: {nh} query heads and {nkv} key/value heads do not fit {layout:?}"
+            );
         }
         if width != spec.qkv_width() {
-            candle_core::bail!("attention: packed width {width} is not (H + 2·H_kv)·head_dim = {}", spec.qkv_width());
+            candle_core::bail!(
+                "attention: packed width {width} is not (H + 2·H_kv)·head_dim = {}",
+                spec.qkv_width()
+            );
         }
         if t > rot.max_pos || rot.rd > hd || rot.rd % 2 != 0 {
             candle_core::bail!(
@@ -150,7 +166,15 @@ impl Dims {
                 rot.rd
             );
         }
-        Ok(Dims { b, t, nh, nkv, hd, rd: rot.rd, layout })
+        Ok(Dims {
+            b,
+            t,
+            nh,
+            nkv,
+            hd,
+            rd: rot.rd,
+            layout,
+        })
     }
     /// Packed row width.
     fn w(&self) -> usize {
@@ -185,7 +209,15 @@ impl Dims {
 
 /// Copies the channels at `off` of every token of `seq` (T × W) into `dst` (T × hd), rotating the
 /// first rd channels when `rotate`.
-fn gather(d: &Dims, seq: &[f32], off: usize, rotate: bool, cos: &[f32], sin: &[f32], dst: &mut [f32]) {
+fn gather(
+    d: &Dims,
+    seq: &[f32],
+    off: usize,
+    rotate: bool,
+    cos: &[f32],
+    sin: &[f32],
+    dst: &mut [f32],
+) {
     let (hd, rd, w) = (d.hd, d.rd, d.w());
     let half = rd / 2;
     for t in 0..d.t {
@@ -211,7 +243,15 @@ fn gather(d: &Dims, seq: &[f32], off: usize, rotate: bool, cos: &[f32], sin: &[f
 /// # Safety
 /// `seq` must point at a T × W row-major buffer whose channels at `off..off + hd` no other task
 /// writes.
-unsafe fn scatter(d: &Dims, src: &[f32], seq: *mut f32, off: usize, rotate: bool, cos: &[f32], sin: &[f32]) {
+unsafe fn scatter(
+    d: &Dims,
+    src: &[f32],
+    seq: *mut f32,
+    off: usize,
+    rotate: bool,
+    cos: &[f32],
+    sin: &[f32],
+) {
     let (hd, rd, w) = (d.hd, d.rd, d.w());
     let half = rd / 2;
     for t in 0..d.t {
@@ -243,10 +283,21 @@ fn causal_softmax_row(row: &mut [f32], len: usize, scale: f32) {
 
 /// Attention output (B, T, H·hd) from packed qkv (B, T, W), and the probabilities (B, H, T, T) when
 /// `save`.
-fn attn_fwd(d: &Dims, qkv: &[f32], cos: &[f32], sin: &[f32], scale: f32, save: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+fn attn_fwd(
+    d: &Dims,
+    qkv: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    scale: f32,
+    save: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (t, hd, w, ow) = (d.t, d.hd, d.w(), d.out());
     let mut out = vec![0f32; d.b * t * ow];
-    let mut probs = if save { vec![0f32; d.b * d.nh * t * t] } else { Vec::new() };
+    let mut probs = if save {
+        vec![0f32; d.b * d.nh * t * t]
+    } else {
+        Vec::new()
+    };
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let probs_ptr = SyncPtr(probs.as_mut_ptr());
     (0..d.b * d.nh).into_par_iter().for_each_init(
@@ -306,7 +357,15 @@ fn attn_fwd(d: &Dims, qkv: &[f32], cos: &[f32], sin: &[f32], scale: f32, save: b
 }
 
 /// Gradient of packed qkv (B, T, W) from the output gradient g (B, T, H·hd).
-fn attn_bwd(d: &Dims, qkv: &[f32], cos: &[f32], sin: &[f32], probs: &[f32], g: &[f32], scale: f32) -> Vec<f32> {
+fn attn_bwd(
+    d: &Dims,
+    qkv: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    probs: &[f32],
+    g: &[f32],
+    scale: f32,
+) -> Vec<f32> {
     let (t, hd, w, ow) = (d.t, d.hd, d.w(), d.out());
     let mut dqkv = vec![0f32; d.b * t * w];
     let dptr = SyncPtr(dqkv.as_mut_ptr());
@@ -427,17 +486,29 @@ impl CustomOp1 for AttentionOp {
         let d = self.dims(l)?;
         let qkv = f32_slice(s, l, "attention qkv")?;
         let n = d.t * d.rd;
-        let (out, probs) = attn_fwd(&d, qkv, &self.rot.cos[..n], &self.rot.sin[..n], self.scale(), self.save);
+        let (out, probs) = attn_fwd(
+            &d,
+            qkv,
+            &self.rot.cos[..n],
+            &self.rot.sin[..n],
+            self.scale(),
+            self.save,
+        );
         *self.probs.lock().unwrap() = probs;
         Ok((CpuStorage::F32(out), Shape::from_dims(&[d.b, d.t, d.out()])))
     }
 
-    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let d = self.dims(qkv.layout())?;
         let guard = self.probs.lock().unwrap();
-        let probs = guard
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("attention: backward without a tracked forward".into()))?;
+        let probs = guard.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("attention: backward without a tracked forward".into())
+        })?;
         let grad = grad.contiguous()?;
         let (qs, ql) = qkv.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
@@ -459,7 +530,11 @@ impl CustomOp1 for AttentionOp {
 /// `spec.layout` says, rotary on the first `rot.dim()` channels of each q and k head, scores scaled by
 /// 1/√head_dim. Returns (B, T, H·head_dim), heads side by side. The fused op on the CPU (other
 /// float dtypes run it in f32 and cast back), else [`super::composite::attention`].
-pub fn attention(qkv: &Tensor, spec: &AttentionSpec, rot: &RotaryTables) -> candle_core::Result<Tensor> {
+pub fn attention(
+    qkv: &Tensor,
+    spec: &AttentionSpec,
+    rot: &RotaryTables,
+) -> candle_core::Result<Tensor> {
     if super::composite_forced() || !qkv.device().is_cpu() {
         return super::composite::attention(qkv, spec, rot);
     }
@@ -491,9 +566,18 @@ impl QkvAttentionOp {
     fn dims(&self, x: &Layout) -> candle_core::Result<Dims> {
         let (n, _) = x.shape().dims2()?;
         if self.t == 0 || n % self.t != 0 {
-            candle_core::bail!("qkv_attention: {n} rows are not whole sequences of {}", self.t);
+            candle_core::bail!(
+                "qkv_attention: {n} rows are not whole sequences of {}",
+                self.t
+            );
         }
-        Dims::new(&self.spec, n / self.t, self.t, self.spec.qkv_width(), &self.rot)
+        Dims::new(
+            &self.spec,
+            n / self.t,
+            self.t,
+            self.spec.qkv_width(),
+            &self.rot,
+        )
     }
     fn scale(&self) -> f32 {
         1.0 / (self.spec.head_dim as f32).sqrt()
@@ -519,13 +603,28 @@ impl CustomOp3 for QkvAttentionOp {
         let w = f32_slice(s2, l2, "qkv_attention weight")?;
         let b = f32_slice(s3, l3, "qkv_attention bias")?;
         if l1.dims()[1] != l2.dims()[1] || l2.dims()[0] != d.w() || b.len() != d.w() {
-            candle_core::bail!("qkv_attention: shapes {:?} {:?} {:?}", l1.dims(), l2.dims(), l3.dims());
+            candle_core::bail!(
+                "qkv_attention: shapes {:?} {:?} {:?}",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
         }
         let qkv = linear_fwd(x, w, Some(b), d.w());
         let n = d.t * d.rd;
-        let (out, probs) = attn_fwd(&d, &qkv, &self.rot.cos[..n], &self.rot.sin[..n], self.scale(), self.save);
+        let (out, probs) = attn_fwd(
+            &d,
+            &qkv,
+            &self.rot.cos[..n],
+            &self.rot.sin[..n],
+            self.scale(),
+            self.save,
+        );
         *self.saved.lock().unwrap() = probs.map(|p| (qkv, p));
-        Ok((CpuStorage::F32(out), Shape::from_dims(&[d.b * d.t, d.out()])))
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from_dims(&[d.b * d.t, d.out()]),
+        ))
     }
 
     fn bwd(
@@ -538,16 +637,24 @@ impl CustomOp3 for QkvAttentionOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = self.dims(x.layout())?;
         let guard = self.saved.lock().unwrap();
-        let (qkv, probs) = guard
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("qkv_attention: backward without a tracked forward".into()))?;
+        let (qkv, probs) = guard.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("qkv_attention: backward without a tracked forward".into())
+        })?;
         let grad = grad.contiguous()?;
         let (x_s, x_l) = x.storage_and_layout();
         let (w_s, w_l) = w.storage_and_layout();
         let (g_s, g_l) = grad.storage_and_layout();
         let n = d.t * d.rd;
         let g = cpu_f32(&g_s, g_l, "qkv_attention grad")?;
-        let dqkv = attn_bwd(&d, qkv, &self.rot.cos[..n], &self.rot.sin[..n], probs, g, self.scale());
+        let dqkv = attn_bwd(
+            &d,
+            qkv,
+            &self.rot.cos[..n],
+            &self.rot.sin[..n],
+            probs,
+            g,
+            self.scale(),
+        );
         let (dx, dw, db) = linear_bwd(
             cpu_f32(&x_s, x_l, "qkv_attention x")?,
             cpu_f32(&w_s, w_l, "qkv_attention weight")?,
@@ -559,7 +666,8 @@ impl CustomOp3 for QkvAttentionOp {
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            db.map(|db| Tensor::from_vec(db, b.shape(), dev)).transpose()?,
+            db.map(|db| Tensor::from_vec(db, b.shape(), dev))
+                .transpose()?,
         ))
     }
 }
@@ -587,7 +695,8 @@ pub fn qkv_attention(
     };
     if !super::fused_ok(&[&x, w, b]) {
         let (n, _) = x.dims2()?;
-        let qkv = super::linear(&x, w, Some(b), None)?.reshape((n / t.max(1), t, spec.qkv_width()))?;
+        let qkv =
+            super::linear(&x, w, Some(b), None)?.reshape((n / t.max(1), t, spec.qkv_width()))?;
         return attention(&qkv, spec, rot)?.reshape((n, spec.heads * spec.head_dim));
     }
     let op = QkvAttentionOp {
@@ -597,5 +706,6 @@ pub fn qkv_attention(
         save: x.track_op() || w.track_op() || b.track_op(),
         saved: Mutex::new(None),
     };
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }

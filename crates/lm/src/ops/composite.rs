@@ -87,9 +87,17 @@ pub fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Ten
 }
 
 /// q (B, H, T, hd), k and v (B, H_kv, T, hd) from the packed projection (B, T, W).
-pub fn split_qkv(qkv: &Tensor, spec: &AttentionSpec) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+pub fn split_qkv(
+    qkv: &Tensor,
+    spec: &AttentionSpec,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let (b, t, _) = qkv.dims3()?;
-    let AttentionSpec { heads: nh, kv_heads: nkv, head_dim: hd, layout } = *spec;
+    let AttentionSpec {
+        heads: nh,
+        kv_heads: nkv,
+        head_dim: hd,
+        layout,
+    } = *spec;
     let heads = |x: Tensor, n: usize| -> candle_core::Result<Tensor> {
         x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
     };
@@ -110,9 +118,18 @@ pub fn split_qkv(qkv: &Tensor, spec: &AttentionSpec) -> candle_core::Result<(Ten
 }
 
 /// Causal self-attention from the packed projection, as [`super::attention`].
-pub fn attention(qkv: &Tensor, spec: &AttentionSpec, rot: &RotaryTables) -> candle_core::Result<Tensor> {
+pub fn attention(
+    qkv: &Tensor,
+    spec: &AttentionSpec,
+    rot: &RotaryTables,
+) -> candle_core::Result<Tensor> {
     let (b, t, _) = qkv.dims3()?;
-    let AttentionSpec { heads: nh, kv_heads: nkv, head_dim: hd, .. } = *spec;
+    let AttentionSpec {
+        heads: nh,
+        kv_heads: nkv,
+        head_dim: hd,
+        ..
+    } = *spec;
     let dtype = qkv.dtype();
     let (q, k, v) = split_qkv(&qkv.to_dtype(DType::F32)?, spec)?;
     let (cos, sin) = rot.tensors(t, qkv.device())?;
@@ -122,7 +139,9 @@ pub fn attention(qkv: &Tensor, spec: &AttentionSpec, rot: &RotaryTables) -> cand
     } else {
         let rep = nh / nkv;
         let expand = |x: Tensor| -> candle_core::Result<Tensor> {
-            x.unsqueeze(2)?.expand((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))
+            x.unsqueeze(2)?
+                .expand((b, nkv, rep, t, hd))?
+                .reshape((b, nh, t, hd))
         };
         (expand(k)?, expand(v)?)
     };

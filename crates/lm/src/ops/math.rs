@@ -87,80 +87,88 @@ fn act_and_grad(x: f32, act: Activation) -> (f32, f32) {
 }
 
 dispatch_avx2!(
-/// Applies an activation in place (one loop per activation, so that each vectorizes).
-pub(crate) fn act_slice(xs: &mut [f32], act: Activation) {
-    match act {
-        Activation::GeluErf => xs.iter_mut().for_each(|x| *x = gelu_erf_and_grad(*x).0),
-        Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh_and_grad(*x).0),
-        Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-        Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
-    }
-});
-
-dispatch_avx2!(
-/// Applies an activation in place and writes its derivative at the pre-activation into `d`.
-pub(crate) fn act_grad_slice(xs: &mut [f32], d: &mut [f32], act: Activation) {
-    match act {
-        Activation::GeluErf => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
-            (*x, *d) = gelu_erf_and_grad(*x);
-        }),
-        Activation::GeluTanh => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
-            (*x, *d) = gelu_tanh_and_grad(*x);
-        }),
-        Activation::Relu => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
-            (*x, *d) = act_and_grad(*x, Activation::Relu);
-        }),
-        Activation::Silu => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
-            (*x, *d) = act_and_grad(*x, Activation::Silu);
-        }),
-    }
-});
-
-dispatch_avx2!(
-/// Maximum, then `row ← exp(row − max)` and its sum (in 8 fixed lanes, so it vectorizes and stays
-/// the same for every thread count). Returns (max, sum).
-pub(crate) fn exp_shifted_sum(row: &mut [f32]) -> (f32, f32) {
-    let mut m8 = [f32::NEG_INFINITY; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            m8[i] = m8[i].max(c[i]);
+    /// Applies an activation in place (one loop per activation, so that each vectorizes).
+    pub(crate) fn act_slice(xs: &mut [f32], act: Activation) {
+        match act {
+            Activation::GeluErf => xs.iter_mut().for_each(|x| *x = gelu_erf_and_grad(*x).0),
+            Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh_and_grad(*x).0),
+            Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
         }
     }
-    let max = tail.iter().fold(m8.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)), |m, &v| m.max(v));
-    row.iter_mut().for_each(|x| *x = exp_approx(*x - max));
-    let mut s8 = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            s8[i] += c[i];
+);
+
+dispatch_avx2!(
+    /// Applies an activation in place and writes its derivative at the pre-activation into `d`.
+    pub(crate) fn act_grad_slice(xs: &mut [f32], d: &mut [f32], act: Activation) {
+        match act {
+            Activation::GeluErf => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
+                (*x, *d) = gelu_erf_and_grad(*x);
+            }),
+            Activation::GeluTanh => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
+                (*x, *d) = gelu_tanh_and_grad(*x);
+            }),
+            Activation::Relu => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
+                (*x, *d) = act_and_grad(*x, Activation::Relu);
+            }),
+            Activation::Silu => xs.iter_mut().zip(d.iter_mut()).for_each(|(x, d)| {
+                (*x, *d) = act_and_grad(*x, Activation::Silu);
+            }),
         }
     }
-    let sum = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
-    (max, tail.iter().fold(sum, |s, &v| s + v))
-});
+);
 
 dispatch_avx2!(
-/// silu(gate) · up for one row [up | gate] of width 2·inter, into `dst` (width inter).
-pub(crate) fn swiglu_row(src: &[f32], dst: &mut [f32]) {
-    let (up, gate) = src.split_at(dst.len());
-    for ((d, &u), &g) in dst.iter_mut().zip(up).zip(gate) {
-        *d = g * sigmoid(g) * u;
+    /// Maximum, then `row ← exp(row − max)` and its sum (in 8 fixed lanes, so it vectorizes and stays
+    /// the same for every thread count). Returns (max, sum).
+    pub(crate) fn exp_shifted_sum(row: &mut [f32]) -> (f32, f32) {
+        let mut m8 = [f32::NEG_INFINITY; 8];
+        let chunks = row.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..8 {
+                m8[i] = m8[i].max(c[i]);
+            }
+        }
+        let max = tail.iter().fold(
+            m8.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+            |m, &v| m.max(v),
+        );
+        row.iter_mut().for_each(|x| *x = exp_approx(*x - max));
+        let mut s8 = [0f32; 8];
+        let chunks = row.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..8 {
+                s8[i] += c[i];
+            }
+        }
+        let sum = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
+        (max, tail.iter().fold(sum, |s, &v| s + v))
     }
-});
+);
 
 dispatch_avx2!(
-/// Gradient of [`swiglu_row`]: from the output gradient `g` (width inter) into `dst` = [dup | dgate].
-pub(crate) fn swiglu_row_grad(src: &[f32], g: &[f32], dst: &mut [f32]) {
-    let inter = g.len();
-    let (up, gate) = src.split_at(inter);
-    let (dup, dgate) = dst.split_at_mut(inter);
-    for i in 0..inter {
-        let s = sigmoid(gate[i]);
-        let silu = gate[i] * s;
-        dup[i] = g[i] * silu;
-        dgate[i] = g[i] * up[i] * (s * (1.0 + gate[i] * (1.0 - s)));
+    /// silu(gate) · up for one row [up | gate] of width 2·inter, into `dst` (width inter).
+    pub(crate) fn swiglu_row(src: &[f32], dst: &mut [f32]) {
+        let (up, gate) = src.split_at(dst.len());
+        for ((d, &u), &g) in dst.iter_mut().zip(up).zip(gate) {
+            *d = g * sigmoid(g) * u;
+        }
     }
-});
+);
+
+dispatch_avx2!(
+    /// Gradient of [`swiglu_row`]: from the output gradient `g` (width inter) into `dst` = [dup | dgate].
+    pub(crate) fn swiglu_row_grad(src: &[f32], g: &[f32], dst: &mut [f32]) {
+        let inter = g.len();
+        let (up, gate) = src.split_at(inter);
+        let (dup, dgate) = dst.split_at_mut(inter);
+        for i in 0..inter {
+            let s = sigmoid(gate[i]);
+            let silu = gate[i] * s;
+            dup[i] = g[i] * silu;
+            dgate[i] = g[i] * up[i] * (s * (1.0 + gate[i] * (1.0 - s)));
+        }
+    }
+);

@@ -55,7 +55,7 @@ pub(crate) fn fused_ok(xs: &[&Tensor]) -> bool {
     !composite_forced()
         && xs
             .iter()
-        .all(|x| x.device().is_cpu() && x.dtype() == candle_core::DType::F32)
+            .all(|x| x.device().is_cpu() && x.dtype() == candle_core::DType::F32)
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {

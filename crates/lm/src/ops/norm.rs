@@ -172,7 +172,11 @@ impl CustomOp3 for LayerNormOp {
 /// LayerNorm over the last dimension with f32 weight and bias; the fused op on the CPU (f32, bf16
 /// or f16 input), else [`super::composite::layer_norm`].
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    if super::composite_forced() || !x.device().is_cpu() || w.dtype() != DType::F32 || b.dtype() != DType::F32 {
+    if super::composite_forced()
+        || !x.device().is_cpu()
+        || w.dtype() != DType::F32
+        || b.dtype() != DType::F32
+    {
         return super::composite::layer_norm(x, w, b, eps);
     }
     x.contiguous()?.apply_op3(

@@ -49,7 +49,11 @@ impl CustomOp1 for SwiGluOp {
             .zip(xv.par_chunks(width * ROWS_PER_TASK))
             .zip(gv.par_chunks(inter * ROWS_PER_TASK))
             .for_each(|((d, s), g)| {
-                for ((d, s), g) in d.chunks_mut(width).zip(s.chunks(width)).zip(g.chunks(inter)) {
+                for ((d, s), g) in d
+                    .chunks_mut(width)
+                    .zip(s.chunks(width))
+                    .zip(g.chunks(inter))
+                {
                     swiglu_row_grad(s, g, d);
                 }
             });

@@ -14,15 +14,29 @@ pub(crate) fn randn(shape: &[usize], seed: u64) -> Tensor {
 
 /// max |a − b| / max(max |b|, 1e-6): relative to the scale of the reference.
 fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let m = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let m = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
     assert_eq!(a.dims(), b.dims());
     m(&(a - b).unwrap()) / m(b).max(1e-6)
 }
 
 /// Runs `f` on fresh variables built from `inputs`, backpropagates `Σ out · probe` and returns the
 /// output and the gradient of every input.
-fn fwd_bwd(inputs: &[Tensor], probe: Option<&Tensor>, f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
-    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+fn fwd_bwd(
+    inputs: &[Tensor],
+    probe: Option<&Tensor>,
+    f: impl Fn(&[Tensor]) -> Tensor,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let out = f(&ts);
     let obj = match probe {
@@ -30,12 +44,21 @@ fn fwd_bwd(inputs: &[Tensor], probe: Option<&Tensor>, f: impl Fn(&[Tensor]) -> T
         None => out.sum_all().unwrap(),
     };
     let grads = obj.backward().unwrap();
-    let gs = ts.iter().map(|t| grads.get(t).expect("every input gets a gradient").clone()).collect();
+    let gs = ts
+        .iter()
+        .map(|t| grads.get(t).expect("every input gets a gradient").clone())
+        .collect();
     (out, gs)
 }
 
 /// Compares the fused and composite versions of an op, forward and backward, at relative `tol`.
-fn check(inputs: &[Tensor], probe: Option<&Tensor>, tol: f32, fused: impl Fn(&[Tensor]) -> Tensor, oracle: impl Fn(&[Tensor]) -> Tensor) {
+fn check(
+    inputs: &[Tensor],
+    probe: Option<&Tensor>,
+    tol: f32,
+    fused: impl Fn(&[Tensor]) -> Tensor,
+    oracle: impl Fn(&[Tensor]) -> Tensor,
+) {
     let (y1, g1) = fwd_bwd(inputs, probe, &fused);
     let (y2, g2) = fwd_bwd(inputs, probe, &oracle);
     let d = rel_diff(&y1, &y2);
@@ -46,7 +69,11 @@ fn check(inputs: &[Tensor], probe: Option<&Tensor>, tol: f32, fused: impl Fn(&[T
     }
     // Without variables the op runs forward only and gives the same values.
     let plain = fused(inputs);
-    assert_eq!(rel_diff(&plain, &y1), 0.0, "untracked forward differs from tracked");
+    assert_eq!(
+        rel_diff(&plain, &y1),
+        0.0,
+        "untracked forward differs from tracked"
+    );
 }
 
 #[test]
@@ -55,22 +82,47 @@ fn linear_matches_composite_with_every_activation() {
     let w = randn(&[7, 12], 17);
     let b = randn(&[7], 18);
     let probe = randn(&[2, 9, 7], 19);
-    for act in [None, Some(Activation::GeluErf), Some(Activation::GeluTanh), Some(Activation::Relu), Some(Activation::Silu)] {
-        check(&[x.clone(), w.clone(), b.clone()], Some(&probe), 2e-5, |t| linear(&t[0], &t[1], Some(&t[2]), act).unwrap(), |t| {
-            composite::linear(&t[0], &t[1], Some(&t[2]), act).unwrap()
-        });
+    for act in [
+        None,
+        Some(Activation::GeluErf),
+        Some(Activation::GeluTanh),
+        Some(Activation::Relu),
+        Some(Activation::Silu),
+    ] {
+        check(
+            &[x.clone(), w.clone(), b.clone()],
+            Some(&probe),
+            2e-5,
+            |t| linear(&t[0], &t[1], Some(&t[2]), act).unwrap(),
+            |t| composite::linear(&t[0], &t[1], Some(&t[2]), act).unwrap(),
+        );
     }
-    check(&[x, w], Some(&probe), 2e-5, |t| linear(&t[0], &t[1], None, None).unwrap(), |t| {
-        composite::linear(&t[0], &t[1], None, None).unwrap()
-    });
+    check(
+        &[x, w],
+        Some(&probe),
+        2e-5,
+        |t| linear(&t[0], &t[1], None, None).unwrap(),
+        |t| composite::linear(&t[0], &t[1], None, None).unwrap(),
+    );
 }
 
 #[test]
 fn activation_matches_composite() {
     let x = randn(&[5, 33], 12).affine(2.0, 0.0).unwrap();
     let probe = randn(&[5, 33], 13);
-    for act in [Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu] {
-        check(&[x.clone()], Some(&probe), 2e-5, |t| activation(&t[0], act).unwrap(), |t| act.apply(&t[0]).unwrap());
+    for act in [
+        Activation::GeluErf,
+        Activation::GeluTanh,
+        Activation::Relu,
+        Activation::Silu,
+    ] {
+        check(
+            &[x.clone()],
+            Some(&probe),
+            2e-5,
+            |t| activation(&t[0], act).unwrap(),
+            |t| act.apply(&t[0]).unwrap(),
+        );
     }
 }
 
@@ -78,7 +130,13 @@ fn activation_matches_composite() {
 fn add3_is_exact() {
     let (a, b, c) = (randn(&[4, 5], 20), randn(&[4, 5], 21), randn(&[4, 5], 22));
     let probe = randn(&[4, 5], 23);
-    check(&[a, b, c], Some(&probe), 1e-12, |t| add3(&t[0], &t[1], &t[2]).unwrap(), |t| ((&t[0] + &t[1]).unwrap() + &t[2]).unwrap());
+    check(
+        &[a, b, c],
+        Some(&probe),
+        1e-12,
+        |t| add3(&t[0], &t[1], &t[2]).unwrap(),
+        |t| ((&t[0] + &t[1]).unwrap() + &t[2]).unwrap(),
+    );
 }
 
 #[test]
@@ -87,10 +145,20 @@ fn norms_match_composite() {
     let w = randn(&[32], 2).affine(0.5, 1.0).unwrap();
     let b = randn(&[32], 3);
     let probe = randn(&[3, 5, 32], 4);
-    check(&[x.clone(), w.clone(), b], Some(&probe), 1e-5, |t| layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap(), |t| {
-        composite::layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap()
-    });
-    check(&[x, w], Some(&probe), 1e-5, |t| rms_norm(&t[0], &t[1], 1e-6).unwrap(), |t| composite::rms_norm(&t[0], &t[1], 1e-6).unwrap());
+    check(
+        &[x.clone(), w.clone(), b],
+        Some(&probe),
+        1e-5,
+        |t| layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap(),
+        |t| composite::layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap(),
+    );
+    check(
+        &[x, w],
+        Some(&probe),
+        1e-5,
+        |t| rms_norm(&t[0], &t[1], 1e-6).unwrap(),
+        |t| composite::rms_norm(&t[0], &t[1], 1e-6).unwrap(),
+    );
 }
 
 #[test]
@@ -108,7 +176,13 @@ fn layer_norm_reads_bf16() {
 fn swiglu_matches_composite() {
     let x = randn(&[3, 4, 20], 8).affine(2.0, 0.0).unwrap();
     let probe = randn(&[3, 4, 10], 9);
-    check(&[x], Some(&probe), 1e-5, |t| swiglu(&t[0]).unwrap(), |t| composite::swiglu(&t[0]).unwrap());
+    check(
+        &[x],
+        Some(&probe),
+        1e-5,
+        |t| swiglu(&t[0]).unwrap(),
+        |t| composite::swiglu(&t[0]).unwrap(),
+    );
 }
 
 #[test]
@@ -118,9 +192,13 @@ fn head_cross_entropy_matches_composite() {
     let w = randn(&[v, h], 29);
     let targets: Vec<u32> = (0..n as u32).map(|i| (i * 13 + 5) % v as u32).collect();
     let targets = Tensor::from_vec(targets, n, &Device::Cpu).unwrap();
-    check(&[x, w], None, 1e-5, |t| (head_cross_entropy(&t[0], &t[1], &targets).unwrap() * 2.5).unwrap(), |t| {
-        (composite::head_cross_entropy(&t[0], &t[1], &targets).unwrap() * 2.5).unwrap()
-    });
+    check(
+        &[x, w],
+        None,
+        1e-5,
+        |t| (head_cross_entropy(&t[0], &t[1], &targets).unwrap() * 2.5).unwrap(),
+        |t| (composite::head_cross_entropy(&t[0], &t[1], &targets).unwrap() * 2.5).unwrap(),
+    );
 }
 
 /// Attention in both layouts, full and partial rotary, grouped queries, several query blocks.
@@ -134,42 +212,82 @@ fn attention_matches_composite() {
         (1, 33, 6, 1, 4, 4, QkvLayout::Blocks),
     ];
     for (i, &(b, t, nh, nkv, hd, rd, layout)) in cases.iter().enumerate() {
-        let spec = AttentionSpec { heads: nh, kv_heads: nkv, head_dim: hd, layout };
+        let spec = AttentionSpec {
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            layout,
+        };
         let rot = RotaryTables::new(rd, 10000.0, 128).unwrap();
         let qkv = randn(&[b, t, spec.qkv_width()], 40 + i as u64);
         let probe = randn(&[b, t, nh * hd], 50 + i as u64);
-        check(&[qkv], Some(&probe), 2e-5, |x| attention(&x[0], &spec, &rot).unwrap(), |x| composite::attention(&x[0], &spec, &rot).unwrap());
+        check(
+            &[qkv],
+            Some(&probe),
+            2e-5,
+            |x| attention(&x[0], &spec, &rot).unwrap(),
+            |x| composite::attention(&x[0], &spec, &rot).unwrap(),
+        );
     }
 }
 
 #[test]
 fn qkv_attention_matches_linear_then_attention() {
     let (b, t, h, nh) = (2, 37, 16, 4);
-    let spec = AttentionSpec { heads: nh, kv_heads: nh, head_dim: h / nh, layout: QkvLayout::PerHead };
+    let spec = AttentionSpec {
+        heads: nh,
+        kv_heads: nh,
+        head_dim: h / nh,
+        layout: QkvLayout::PerHead,
+    };
     let rot = RotaryTables::new(2, 10000.0, 64).unwrap();
     let x = randn(&[b * t, h], 60);
     let w = randn(&[3 * h, h], 61).affine(0.3, 0.0).unwrap();
     let bias = randn(&[3 * h], 62);
     let probe = randn(&[b * t, h], 63);
-    check(&[x, w, bias], Some(&probe), 2e-5, |v| qkv_attention(&v[0], &v[1], Some(&v[2]), t, &spec, &rot).unwrap(), |v| {
-        let qkv = composite::linear(&v[0], &v[1], Some(&v[2]), None).unwrap().reshape((b, t, 3 * h)).unwrap();
-        composite::attention(&qkv, &spec, &rot).unwrap().reshape((b * t, h)).unwrap()
-    });
+    check(
+        &[x, w, bias],
+        Some(&probe),
+        2e-5,
+        |v| qkv_attention(&v[0], &v[1], Some(&v[2]), t, &spec, &rot).unwrap(),
+        |v| {
+            let qkv = composite::linear(&v[0], &v[1], Some(&v[2]), None)
+                .unwrap()
+                .reshape((b, t, 3 * h))
+                .unwrap();
+            composite::attention(&qkv, &spec, &rot)
+                .unwrap()
+                .reshape((b * t, h))
+                .unwrap()
+        },
+    );
 }
 
 /// The same inputs give the same bits with 1 and 3 threads (every reduction has a fixed order).
 #[test]
 fn ops_are_deterministic_across_thread_counts() {
-    let spec = AttentionSpec { heads: 4, kv_heads: 2, head_dim: 8, layout: QkvLayout::Blocks };
+    let spec = AttentionSpec {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 8,
+        layout: QkvLayout::Blocks,
+    };
     let rot = RotaryTables::new(8, 10000.0, 128).unwrap();
     let qkv = randn(&[3, 65, spec.qkv_width()], 70);
     let x = randn(&[200, 32], 71);
     let w = randn(&[32], 72);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
-            let (y, g) = fwd_bwd(&[qkv.clone()], None, |v| attention(&v[0], &spec, &rot).unwrap());
-            let (z, gz) = fwd_bwd(&[x.clone(), w.clone()], None, |v| rms_norm(&v[0], &v[1], 1e-6).unwrap().sqr().unwrap());
+            let (y, g) = fwd_bwd(&[qkv.clone()], None, |v| {
+                attention(&v[0], &spec, &rot).unwrap()
+            });
+            let (z, gz) = fwd_bwd(&[x.clone(), w.clone()], None, |v| {
+                rms_norm(&v[0], &v[1], 1e-6).unwrap().sqr().unwrap()
+            });
             [y, g[0].clone(), z, gz[0].clone(), gz[1].clone()]
                 .iter()
                 .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())

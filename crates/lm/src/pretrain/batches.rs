@@ -11,8 +11,8 @@
 
 use candle_core::{Device, Tensor};
 
-use w2sg_data::SplitMix64;
 use super::{PretrainError, Result};
+use w2sg_data::SplitMix64;
 
 /// Inputs and next-token targets, both (B, T) u32.
 #[derive(Debug, Clone)]

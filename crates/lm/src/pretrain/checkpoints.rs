@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::model::TrainableGptNeoX;
-use crate::optim::AdamW;
 use super::presets::PretrainConfig;
 use super::{PretrainError, Result};
 use crate::checkpoint::{read_safetensors, write_safetensors};
+use crate::optim::AdamW;
 
 /// Training position and scores of one checkpoint (`trainer_state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -159,7 +159,11 @@ impl TrainableGptNeoX {
     /// Logits (B, T, vocab) for token ids (B, T).
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
         let req = crate::model::Request::default().with_logits();
-        Ok(self.model.forward(input_ids, &req)?.logits.expect("requested"))
+        Ok(self
+            .model
+            .forward(input_ids, &req)?
+            .logits
+            .expect("requested"))
     }
 
     /// Mean next-token cross-entropy of `targets` (B, T) given `inputs` (B, T).

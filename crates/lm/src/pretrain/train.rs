@@ -27,11 +27,11 @@ use super::checkpoints::{
     write_manifest, write_run_config, TrainerState,
 };
 use super::model::TrainableGptNeoX;
-use crate::optim::{AdamW, AdamWConfig};
 use super::presets::PretrainConfig;
 use super::schedule::{checkpoint_steps, learning_rate};
 use super::tokenizer::{encode_stream, save_tokenizer, train_tokenizer};
 use super::{PretrainError, Result};
+use crate::optim::{AdamW, AdamWConfig};
 
 /// How to run (not part of what determines the checkpoints).
 #[derive(Debug, Clone)]
