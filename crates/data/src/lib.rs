@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod corpus;
+pub mod jsonl;
 mod tarball;
 pub mod tasks;
 

@@ -262,68 +262,13 @@ fn clean_sentence(s: &str) -> String {
         .to_string()
 }
 
-/// A JSONL task file. All malformed lines are reported (line numbers), not skipped.
+/// A JSONL task file (`txt`, `hard_label`). All malformed lines are reported (line numbers), not
+/// skipped; see [`crate::jsonl`].
 pub fn jsonl(path: &Path) -> Result<Task, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        // Name the first line that is not UTF-8 (a Latin-1 export, a binary file).
-        let at = e.utf8_error().valid_up_to();
-        let bytes = e.as_bytes();
-        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = at
-            - bytes[..at]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |p| p + 1)
-            + 1;
-        DataError::Line {
-            path: path.to_path_buf(),
-            line,
-            reason: format!(
-                "not UTF-8 text (invalid byte 0x{:02x} at column {column})",
-                bytes[at]
-            ),
-        }
-    })?;
-    let mut examples = Vec::new();
-    let mut bad: Vec<(usize, String)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_line(line) {
-            Ok(e) => examples.push(e),
-            Err(reason) => bad.push((i + 1, reason)),
-        }
-    }
-    if let Some((line, reason)) = bad.first().cloned() {
-        let more = if bad.len() > 1 {
-            let others: Vec<String> = bad[1..]
-                .iter()
-                .take(10)
-                .map(|(l, _)| l.to_string())
-                .collect();
-            format!(
-                " ({} more malformed lines: {}{})",
-                bad.len() - 1,
-                others.join(", "),
-                if bad.len() > 11 { ", …" } else { "" }
-            )
-        } else {
-            String::new()
-        };
-        return Err(DataError::Line {
-            path: path.to_path_buf(),
-            line,
-            reason: format!("{reason}{more}"),
-        });
-    }
-    if examples.is_empty() {
-        return Err(DataError::Format {
-            path: path.to_path_buf(),
-            reason: "no examples".into(),
-        });
-    }
+    let examples = crate::jsonl::records(path, parse_record)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -331,9 +276,7 @@ pub fn jsonl(path: &Path) -> Result<Task, DataError> {
     Ok(Task { name, examples })
 }
 
-fn parse_line(line: &str) -> Result<Example, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+fn parse_record(value: &serde_json::Value) -> Result<Example, String> {
     let text = value
         .get("txt")
         .and_then(|v| v.as_str())
