@@ -9,7 +9,7 @@ use numpy::{IntoPyArray, PyArray2};
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError};
 use pyo3::prelude::*;
 
-use w2sg_lm::cli::{parse_device, parse_dtype};
+use w2sg_lm::device::{parse_device, parse_dtype};
 use w2sg_lm::features::{extract, FeatureOptions, Pooling};
 use w2sg_lm::hub::{resolve, HubCache};
 use w2sg_lm::model::Model;

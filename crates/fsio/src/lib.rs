@@ -1,7 +1,7 @@
 //! w2sg-fsio: the file-system primitives every w2sg command that writes results uses, in one place.
 //!
 //!
-//! - [`write_atomic`]: a file is written under a temporary name unique to this process and call, synced,
+//! - [`write_atomic`] (and [`write_atomic_with`] for streamed content): a file is written under a temporary name unique to this process and call, synced,
 //!   and renamed over the target, so a reader (or a crash) sees the old file or the new one, never a
 //!   mix, and two writers never share a temporary file.
 //! - [`DirLock`]: one writer per output directory. The lock is a file created atomically (a hard link
@@ -45,6 +45,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Like [`write_atomic`], for content too large to hold in memory: `fill` writes it into the
+/// temporary file (buffered), which is then synced and renamed over `path`.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Memory available to this process: `MemAvailable` of /proc/meminfo; `None` where unknown. Every
+/// up-front memory check (simulation plans, pre-training configs) compares its estimate with this.
+pub fn available_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
 }
 
 /// Why a lock could not be taken.

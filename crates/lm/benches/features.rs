@@ -81,7 +81,7 @@ fn child(model_dir: &Path, texts: &Path, out: &Path) {
     let model = Model::load(model_dir, DType::F32, &Device::Cpu).unwrap();
     let tok = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
     let load_seconds = t0.elapsed().as_secs_f64();
-    let texts = w2sg_lm::cli::read_jsonl_texts(texts, "text").unwrap();
+    let texts = w2sg_lm::features_job::read_texts(texts, "text").unwrap();
     let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
     let max_batch_tokens = std::env::var("MAX_BATCH_TOKENS")
         .ok()

@@ -578,7 +578,16 @@ pub(crate) fn read_safetensors_header(path: &Path) -> Result<Vec<(String, Tensor
         };
         let elem =
             safetensors_dtype_size(dtype).ok_or_else(|| bad(&format!("unknown dtype {dtype}")))?;
-        let numel: u64 = shape.iter().map(|&d| d as u64).product();
+        // Checked: a hostile shape must not wrap around to a small element count.
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .and_then(|n| n.checked_mul(elem as u64).map(|_| n))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "shape {shape:?} has more elements than fit in memory"
+                ))
+            })?;
         if end < begin || end - begin != numel * elem as u64 {
             return Err(bad(&format!(
                 "data_offsets [{begin}, {end}] do not hold {numel} elements of {dtype}"
@@ -589,6 +598,26 @@ pub(crate) fn read_safetensors_header(path: &Path) -> Result<Vec<(String, Tensor
             shape,
         };
         out.push((name.clone(), info, data_start + begin, data_start + end));
+    }
+    // Two tensors over the same bytes (Python's safetensors refuses such a file): writing one through
+    // a trainable copy would silently change the other.
+    let mut ranges: Vec<(u64, u64, &str)> = out
+        .iter()
+        .filter(|t| t.3 > t.2)
+        .map(|t| (t.2, t.3, t.0.as_str()))
+        .collect();
+    ranges.sort_unstable();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(LmError::weights(
+                path,
+                format!(
+                    "tensors `{}` and `{}` overlap in the file (bytes {}..{} and {}..{}): \
+                     not a valid safetensors file",
+                    w[0].2, w[1].2, w[0].0, w[0].1, w[1].0, w[1].1
+                ),
+            ));
+        }
     }
     // An interrupted download: report the first tensor that does not fit.
     if let Some((name, _, _, end)) = out.iter().filter(|t| t.3 > size).min_by_key(|t| t.2) {
@@ -704,7 +733,6 @@ pub fn write_safetensors(
     tensors: &[(&str, &Tensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    use std::io::Write;
     let write_err = |e: std::io::Error| LmError::Write {
         path: path.to_path_buf(),
         source: e,
@@ -739,16 +767,16 @@ pub fn write_safetensors(
     while (8 + text.len()) % 8 != 0 {
         text.push(' ');
     }
-    let file = File::create(path).map_err(write_err)?;
-    let mut w = std::io::BufWriter::new(file);
-    w.write_all(&(text.len() as u64).to_le_bytes())
-        .map_err(write_err)?;
-    w.write_all(text.as_bytes()).map_err(write_err)?;
-    for b in blobs {
-        w.write_all(&b).map_err(write_err)?;
-    }
-    w.flush().map_err(write_err)?;
-    Ok(())
+    // Atomic: a full disk or a kill leaves the old file (or none), never a truncated one.
+    w2sg_fsio::write_atomic_with(path, |w| {
+        w.write_all(&(text.len() as u64).to_le_bytes())?;
+        w.write_all(text.as_bytes())?;
+        for b in blobs {
+            w.write_all(&b)?;
+        }
+        Ok(())
+    })
+    .map_err(write_err)
 }
 
 /// The safetensors dtype name and little-endian bytes of a contiguous CPU tensor.

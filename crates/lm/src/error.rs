@@ -105,6 +105,13 @@ pub enum LmError {
     #[error("{0}")]
     Input(String),
 
+    /// A model produced NaN or infinite values (corrupt weights, or an overflow in a half dtype).
+    #[error(
+        "{model}: {what}: the checkpoint's weights are corrupt (NaN or inf), or the dtype overflowed \
+         (try --dtype f32); nothing was written"
+    )]
+    NonFinite { model: String, what: String },
+
     /// A tensor operation failed while running the model.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),

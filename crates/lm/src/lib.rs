@@ -21,18 +21,20 @@
 //!
 //! Modules: [`config`] (config.json), [`checkpoint`] (weights), [`gpt_neox`], [`olmo`], [`olmo2`] (one
 //! model per file), [`model`] (the common interface), [`hub`] (resolving paths, revisions and the hub
-//! cache), `download` (fetching revisions into the hub cache; `download` feature), [`revisions`] (families, training order, duplicates), [`features`], [`output`], [`cli`].
+//! cache), `download` (fetching revisions into the hub cache; `download` feature), [`revisions`] (families, training order, duplicates), [`features`], [`output`], [`features_job`] (`lm features` as one call), [`info`] (`lm info`), [`device`] (dtype and device names). The `w2sg` binary (crates/cli) owns arguments, printing and exit codes.
 
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
+pub mod device;
 #[cfg(feature = "download")]
 pub mod download;
 pub mod error;
 pub mod features;
+pub mod features_job;
 pub mod finetune;
 pub mod gpt_neox;
 pub mod hub;
+pub mod info;
 pub mod layers;
 pub mod model;
 pub mod olmo;

@@ -98,7 +98,10 @@ impl Model {
                 "unsupported compute dtype {dtype:?} (use f32, bf16 or f16)"
             )));
         }
-        Self::from_weights(config, &CheckpointWeights::new(ck, dtype, device))
+        let w = CheckpointWeights::new(ck, dtype, device);
+        let model = Self::from_weights(config, &w)?;
+        check_layer_count(config, ck, &w.unused())?;
+        Ok(model)
     }
 
     /// Builds the model of `config` from any weight source (a checkpoint, trainable variables, or
@@ -266,4 +269,40 @@ pub(crate) fn run_stack<L>(
         hidden_states,
         logits,
     })
+}
+
+/// The layer index of a per-layer tensor name (`gpt_neox.layers.3.…`, `model.layers.3.…`,
+/// `model.transformer.blocks.3.…`).
+fn layer_index(name: &str) -> Option<usize> {
+    let mut parts = name.split('.');
+    while let Some(p) = parts.next() {
+        if matches!(p, "layers" | "blocks" | "h") {
+            return parts.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Weights of layers beyond `num_hidden_layers` mean config.json and the weights disagree: the
+/// model would silently compute with a prefix of the network. (transformers warns about unused
+/// weights; here features would be wrong without a sign, so it is an error.) Other unused tensors
+/// are tolerated: checkpoints carry buffers (`attention.bias`, `rotary_emb.inv_freq`) and heads that
+/// feature extraction does not need.
+fn check_layer_count(config: &ModelConfig, ck: &Checkpoint, unused: &[String]) -> Result<()> {
+    let layers = config.num_layers();
+    let extra: Vec<&String> = unused
+        .iter()
+        .filter(|n| layer_index(n).is_some_and(|i| i >= layers))
+        .collect();
+    if let Some(first) = extra.first() {
+        return Err(LmError::Config {
+            path: ck.dir().join("config.json"),
+            msg: format!(
+                "the config has {layers} layers (`num_hidden_layers`), but the weights hold {} tensors \
+                 of further layers (e.g. `{first}`), unused: the config does not match the weights",
+                extra.len()
+            ),
+        });
+    }
+    Ok(())
 }

@@ -2,7 +2,6 @@
 //! or NumPy `.npy` (the feature matrix, with the rest in a `<file>.json` sidecar).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
@@ -70,7 +69,6 @@ pub fn write_features(
             )
         }
         Format::Npy => {
-            write_npy_f32(path, &features.values)?;
             let truncated_rows: Vec<usize> = features
                 .truncated
                 .iter()
@@ -84,8 +82,22 @@ pub fn write_features(
                 "truncated_rows": truncated_rows,
             });
             let side_path = npy_sidecar(path);
-            let text = serde_json::to_string_pretty(&side).expect("JSON of plain values");
-            std::fs::write(&side_path, text + "\n").map_err(|e| LmError::Write {
+            let text = serde_json::to_string_pretty(&side).expect("JSON of plain values") + "\n";
+            // The pair is not one file, so: drop the old sidecar first (a crash then leaves a matrix
+            // without a sidecar, never one beside another run's sidecar), then the matrix, then the
+            // new sidecar, each atomically.
+            match std::fs::remove_file(&side_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(LmError::Write {
+                        path: side_path,
+                        source: e,
+                    })
+                }
+            }
+            write_npy_f32(path, &features.values)?;
+            w2sg_fsio::write_atomic(&side_path, text.as_bytes()).map_err(|e| LmError::Write {
                 path: side_path,
                 source: e,
             })
@@ -119,14 +131,14 @@ pub fn write_npy_f32(path: &Path, t: &Tensor) -> Result<()> {
     }
     header.push('\n');
     let data = t.flatten_all()?.to_vec1::<f32>()?;
-    let file = std::fs::File::create(path).map_err(write_err)?;
-    let mut w = std::io::BufWriter::new(file);
-    w.write_all(b"\x93NUMPY\x01\x00").map_err(write_err)?;
-    w.write_all(&(header.len() as u16).to_le_bytes())
-        .map_err(write_err)?;
-    w.write_all(header.as_bytes()).map_err(write_err)?;
-    for v in data {
-        w.write_all(&v.to_le_bytes()).map_err(write_err)?;
-    }
-    w.flush().map_err(write_err)
+    w2sg_fsio::write_atomic_with(path, |w| {
+        w.write_all(b"\x93NUMPY\x01\x00")?;
+        w.write_all(&(header.len() as u16).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        for v in data {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
+    .map_err(write_err)
 }

@@ -46,11 +46,13 @@ pub trait WeightSource {
     }
 }
 
-/// Read-only tensors of a checkpoint, converted to the compute dtype.
+/// Read-only tensors of a checkpoint, converted to the compute dtype. Remembers which tensors the
+/// model asked for, so that weights the config does not account for can be reported.
 pub struct CheckpointWeights<'a> {
     ck: &'a Checkpoint,
     dtype: DType,
     device: Device,
+    used: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<'a> CheckpointWeights<'a> {
@@ -59,12 +61,30 @@ impl<'a> CheckpointWeights<'a> {
             ck,
             dtype,
             device: device.clone(),
+            used: Default::default(),
         }
+    }
+
+    /// Tensors of the checkpoint that no `get` asked for, in name order.
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = self
+            .ck
+            .names()
+            .filter(|n| !used.contains(*n))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
     }
 }
 
 impl WeightSource for CheckpointWeights<'_> {
     fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
         self.ck.get(name, shape, dtype, &self.device)
     }
     fn contains(&self, name: &str) -> bool {

@@ -166,7 +166,7 @@ fn duplicated_weights_are_detected_in_cache_and_family_directory() {
     );
 
     // The `lm info` report says so.
-    let report = w2sg_lm::cli::info("EleutherAI/pythia-tiny", Some(&cache), true)
+    let report = w2sg_lm::info::info("EleutherAI/pythia-tiny", Some(&cache), true, &mut |_, _| {})
         .unwrap()
         .to_string();
     assert!(

@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use w2sg_lm::pretrain::presets::PretrainConfig;
 use w2sg_lm::pretrain::train::{pretrain, RunOptions};
-use w2sg_protocol::{RunPolicy, ShardSpec, Store};
+use w2sg_protocol::{RunPolicy, ShardSpec};
 use w2sg_report::{Report, Section};
 use w2sg_sweep::analysis::Analysis;
 
@@ -143,22 +143,18 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
         policy: RunPolicy::default(),
         progress: opts.progress,
     };
-    let failed = match w2sg_sweep::cli::run_command(&plan_path, &sweep_dir, &run_opts) {
-        Ok(_) => 0,
-        // The outputs are written; report the failures after the report.
-        Err(
-            w2sg_sweep::Error::UnitsFailed(n) | w2sg_sweep::Error::FailedEarlier { failed: n, .. },
-        ) => n,
-        Err(e) => return Err(ReproError::Run(e.to_string())),
-    };
-    let plan =
-        w2sg_sweep::Plan::from_file(&plan_path).map_err(|e| ReproError::Run(e.to_string()))?;
-    let resolved = w2sg_sweep::resolve(&plan, &w2sg_data::ArchiveStore::from_env())
+    // One session: the plan is parsed and resolved once, and the analysis written to the sweep's
+    // outputs is the one this report shows.
+    let session =
+        w2sg_sweep::Session::open(&plan_path).map_err(|e| ReproError::Run(e.to_string()))?;
+    let outcome = session
+        .run(&sweep_dir, &run_opts)
         .map_err(|e| ReproError::Run(e.to_string()))?;
-    let store = Store::open(sweep_dir.join("results.sqlite"))
-        .map_err(|e| ReproError::Run(e.to_string()))?;
-    let analysis =
-        w2sg_sweep::analyse(&resolved, &store).map_err(|e| ReproError::Run(e.to_string()))?;
+    // The outputs are written; failures are reported after the report.
+    let failed = outcome.report.units_failed;
+    let analysis = outcome
+        .analysis
+        .expect("an unsharded run writes its outputs");
     let total = started.elapsed().as_secs_f64();
     let summary = json!({
         "lab": "checkpoint",
@@ -185,8 +181,8 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
     sections.push(
         w2sg_sweep::outputs::report_section(
             &analysis,
-            &plan.name,
-            &[w2sg_sweep::cli::describe(&resolved), findings(&analysis)],
+            &session.plan().name,
+            &[session.describe(), findings(&analysis)],
         )
         .map_err(|e| ReproError::Run(e.to_string()))?,
     );

@@ -116,13 +116,7 @@ pub struct PlanEstimate {
     pub operations: f64,
 }
 
-/// Memory available to this process: `MemAvailable` of /proc/meminfo; `None` where unknown.
-pub fn available_memory() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024.0)
-}
+pub use w2sg_fsio::available_memory;
 
 fn gb(bytes: f64) -> String {
     format!("{:.3} GB", bytes / 1e9)

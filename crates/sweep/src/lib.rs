@@ -4,13 +4,12 @@
 //! not yet in the results store: features per checkpoint, weak labels per seed, ceiling and w2s
 //! students) → the store (crates/protocol: SQLite, content-keyed, resumable, shardable, mergeable) →
 //! [`analysis`] (PGR with intervals, the phase transition) → [`outputs`] (tables, figures, the report
-//! section). [`cli`] is `w2sg sweep`; [`slurm`] runs it as a Slurm job array.
+//! section). [`session`] opens a plan once and runs, merges or reports it (`w2sg sweep` in crates/cli is a thin layer over it); [`slurm`] runs it as a Slurm job array.
 //!
 //! Language models come from crates/lm (any family it reads: Pythia, OLMo, w2sg's own), tasks from
 //! crates/data, probes and statistics from crates/protocol. This crate only orchestrates.
 
 pub mod analysis;
-pub mod cli;
 pub mod dataset;
 pub mod engine;
 pub mod error;
@@ -18,6 +17,7 @@ pub mod finetune;
 pub mod outputs;
 pub mod plan;
 pub mod progress;
+pub mod session;
 pub mod slurm;
 #[doc(hidden)]
 pub mod testing;
@@ -26,3 +26,4 @@ pub use analysis::{analyse, Analysis};
 pub use engine::{resolve, run, Resolved, RunOptions, RunReport};
 pub use error::{Error, Result};
 pub use plan::Plan;
+pub use session::{MergeOutcome, RunOutcome, Session};

@@ -521,10 +521,9 @@ impl Plan {
 }
 
 fn check_dtype(d: &str, key: &str) -> std::result::Result<(), String> {
-    match d {
-        "f32" | "bf16" | "f16" => Ok(()),
-        _ => Err(format!("{key}: \"{d}\" is not f32, bf16 or f16")),
-    }
+    w2sg_lm::device::parse_dtype(d)
+        .map(|_| ())
+        .map_err(|e| format!("{key}: {e}"))
 }
 
 /// Names of the built-in tasks.

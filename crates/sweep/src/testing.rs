@@ -187,3 +187,33 @@ pub fn fixture(dir: &Path) -> Fixture {
         task,
     }
 }
+
+/// `w2sg sweep PLAN --out DIR` as the tests need it: open, run, and fail when units failed.
+pub fn run_command(
+    plan: &Path,
+    out: &Path,
+    opts: &crate::RunOptions,
+) -> crate::Result<crate::RunReport> {
+    let outcome = crate::Session::open(plan)?.run(out, opts)?;
+    match outcome.failure(opts.policy.retry_failed) {
+        Some(e) => Err(e),
+        None => Ok(outcome.report),
+    }
+}
+
+/// `w2sg sweep merge`.
+pub fn merge_command(
+    plan: &Path,
+    out: &Path,
+    shards: Vec<PathBuf>,
+    allow_missing: bool,
+) -> crate::Result<()> {
+    crate::Session::open(plan)?
+        .merge(out, shards, allow_missing)
+        .map(|_| ())
+}
+
+/// `w2sg sweep report`.
+pub fn report_command(plan: &Path, out: &Path) -> crate::Result<()> {
+    crate::Session::open(plan)?.report(out).map(|_| ())
+}

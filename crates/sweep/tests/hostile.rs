@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use w2sg_protocol::{RunPolicy, ShardSpec};
-use w2sg_sweep::cli::{merge_command, report_command, run_command};
 use w2sg_sweep::testing::{fixture, Fixture, PLAN};
+use w2sg_sweep::testing::{merge_command, report_command, run_command};
 use w2sg_sweep::{Error, RunOptions};
 
 fn scratch(name: &str) -> PathBuf {

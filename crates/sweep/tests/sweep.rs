@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use w2sg_protocol::{RunPolicy, ShardSpec, Store};
-use w2sg_sweep::cli::run_command;
+use w2sg_sweep::testing::run_command;
 use w2sg_sweep::testing::{fixture, Fixture};
 use w2sg_sweep::{Error, RunOptions};
 

@@ -15,7 +15,6 @@
 
 pub mod batches;
 pub mod checkpoints;
-pub mod cli;
 pub mod model;
 pub mod presets;
 pub mod schedule;

@@ -219,7 +219,61 @@ impl PretrainConfig {
         if self.corpus.is_empty() {
             return err("`corpus` is empty".into());
         }
+        if !(m.rotary_pct > 0.0 && m.rotary_pct <= 1.0) {
+            return err(format!(
+                "`model.rotary_pct` must be in (0, 1], not {}",
+                m.rotary_pct
+            ));
+        }
+        if !(m.rope_theta.is_finite() && m.rope_theta > 0.0) {
+            return err(format!(
+                "`model.rope_theta` must be positive, not {}",
+                m.rope_theta
+            ));
+        }
+        // Anything else the model definition refuses, still before a file is written.
+        self.gpt_neox_config()
+            .map_err(|e| PretrainError::Config(format!("`model`: {e}")))?;
         Ok(())
+    }
+
+    /// Peak memory of training, estimated from above: f32 weights, gradients and the two AdamW moments
+    /// (16 bytes per parameter), plus the activations kept for the backward pass and the logits.
+    pub fn memory_estimate(&self) -> f64 {
+        let m = &self.model;
+        let (h, l, i, v) = (
+            m.hidden_size as f64,
+            m.num_layers as f64,
+            m.intermediate_size as f64,
+            self.vocab_size as f64,
+        );
+        let (b, t, heads) = (self.batch_size as f64, m.context as f64, m.num_heads as f64);
+        let params = 2.0 * v * h + l * (4.0 * h * h + 2.0 * h * i + 9.0 * h + i);
+        let activations = b * t * l * (12.0 * h + 2.0 * i + heads * t) * 4.0;
+        let logits = 3.0 * b * t * v * 4.0;
+        16.0 * params + activations + logits
+    }
+
+    /// Refuses a config whose estimated peak memory exceeds `available` bytes (None: not checked),
+    /// naming the keys that drive it; an allocation failure would abort the process instead.
+    pub fn check_resources(&self, available: Option<f64>) -> Result<()> {
+        let need = self.memory_estimate();
+        match available {
+            Some(have) if need > have => Err(PretrainError::Config(format!(
+                "training needs about {:.1} GB of memory (weights, gradients and AdamW state for \
+                 `model.hidden_size` = {}, `model.num_layers` = {}, `model.intermediate_size` = {}, \
+                 plus activations for `batch_size` = {} × `model.context` = {}), but {:.1} GB are \
+                 available; make the model or the batch smaller",
+                need / 1e9,
+                self.model.hidden_size,
+                self.model.num_layers,
+                self.model.intermediate_size,
+                self.batch_size,
+                self.model.context,
+                have / 1e9
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The HF `config.json` of the model this config trains.

@@ -311,12 +311,6 @@ fn differing_keys(a: &PretrainConfig, b: &PretrainConfig) -> Vec<String> {
 /// Unset in normal use; never set it outside tests.
 const ABORT_ENV: &str = "W2SG_TEST_ABORT_AT";
 
-fn abort_point() -> Option<(String, u64)> {
-    let v = std::env::var(ABORT_ENV).ok()?;
-    let (point, step) = v.split_once(':')?;
-    Some((point.to_string(), step.trim().parse().ok()?))
-}
-
 fn maybe_abort(at: &Option<(String, u64)>, point: &str, step: u64) {
     if let Some((p, s)) = at {
         if p == point && *s == step {
@@ -329,16 +323,39 @@ fn maybe_abort(at: &Option<(String, u64)>, point: &str, step: u64) {
 /// Trains (or resumes) the run described by `config` in `out`.
 pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
-    let abort_at = abort_point();
+    let abort_at = w2sg_fsio::test_abort_point();
+    // Everything about the config is checked before anything is written, so a rejected config
+    // leaves no trace that would block the corrected one.
     config.validate()?;
+    config.check_resources(w2sg_fsio::available_memory())?;
     std::fs::create_dir_all(out).map_err(|e| PretrainError::write(out, e))?;
+    // One trainer per directory: two would interleave loss.csv and overwrite each other's steps.
+    let _lock = w2sg_fsio::DirLock::acquire(&out.join(".w2sg-lock"))
+        .map_err(|e| PretrainError::Resume(e.to_string()))?;
     if let Some(prev) = read_run_config(out)? {
-        if &prev != config {
+        // A directory without a finished step holds nothing to protect: take the new config.
+        if &prev != config && !step_dirs(out)?.is_empty() {
             return Err(PretrainError::Resume(format!(
                 "{} holds a run with a different config (keys: {}); use another --out directory",
                 out.display(),
                 differing_keys(&prev, config).join(", ")
             )));
+        }
+        if &prev != config {
+            // The tokenizer and token files were derived from the old config's corpus and vocabulary.
+            for stale in [out.join("tokenizer.json"), out.join("data")] {
+                let gone = if stale.is_dir() {
+                    std::fs::remove_dir_all(&stale)
+                } else {
+                    std::fs::remove_file(&stale)
+                };
+                match gone {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(PretrainError::write(&stale, e))
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     let (tok_path, train, val) = prepare_data(config, out, opts.documents.as_deref())?;
