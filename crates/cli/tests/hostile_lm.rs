@@ -258,11 +258,7 @@ fn a_started_but_unfinished_pretrain_dir_takes_a_new_config() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        out.join("pretrain_config.json").is_file(),
-        "{}",
-        stderr(&o)
-    );
+    assert!(out.join("pretrain_config.json").is_file(), "{}", stderr(&o));
     let second = dir.join("second.toml");
     std::fs::write(&second, format!("{MICRO}rotary_pct = 0.5\n")).unwrap();
     let o = pretrain(&second, &corpus, &out);

@@ -190,7 +190,7 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
         if plan.probes() {
             modes.push(None);
         }
-        if plan.finetunes() {
+        if plan.finetunes() && plan.finetune.covers(&ds.name) {
             modes.push(Some(plan.finetune.mode_name()));
         }
         for (family, checkpoints) in &resolved.families {

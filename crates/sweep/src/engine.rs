@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -241,6 +241,23 @@ pub fn resolve(plan: &Plan, archives: &w2sg_data::ArchiveStore) -> Result<Resolv
         })?;
         datasets.push(ds.with_pooling(pooling));
     }
+    if plan.finetunes() {
+        for name in plan.finetune.tasks.iter().flatten() {
+            if !datasets.iter().any(|d| &d.name == name) {
+                return Err(Error::PlanKey {
+                    key: "finetune.tasks".into(),
+                    problem: format!(
+                        "no task is named \"{name}\" (the plan's tasks: {})",
+                        datasets
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+    }
     Ok(Resolved {
         plan: plan.clone(),
         weak,
@@ -381,14 +398,6 @@ impl Matrix {
     }
 }
 
-fn parse_dtype(s: &str) -> DType {
-    match s {
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        _ => DType::F32,
-    }
-}
-
 /// Extracts a checkpoint's features on a dataset (the features unit's computation).
 pub fn extract_features(
     plan: &Plan,
@@ -399,8 +408,9 @@ pub fn extract_features(
     if let Err(e) = &ck.fingerprint {
         return Err(e.clone());
     }
-    let model =
-        Model::load(&ck.dir, parse_dtype(&ck.dtype), &Device::Cpu).map_err(|e| e.to_string())?;
+    // The plan checked the name; parsing again cannot fail silently into f32.
+    let dtype = w2sg_lm::device::parse_dtype(&ck.dtype).map_err(|e| e.to_string())?;
+    let model = Model::load(&ck.dir, dtype, &Device::Cpu).map_err(|e| e.to_string())?;
     let tok_path = ck.dir.join("tokenizer.json");
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| format!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
@@ -698,8 +708,19 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
     let students = plan.seeds.len() * (1 + plan.losses.len());
     let probe_units = if plan.probes() { 1 + students } else { 0 };
     let tuned_here = mine.iter().filter(|c| tuned.contains(&c.group())).count();
-    let per_task = mine.len() * probe_units + tuned_here * students;
-    let total = (resolved.datasets.len() * (per_task + 1 + plan.seeds.len())) as u64;
+    let total: usize = resolved
+        .datasets
+        .iter()
+        .map(|ds| {
+            let tuned_units = if plan.finetune.covers(&ds.name) {
+                tuned_here * students
+            } else {
+                0
+            };
+            mine.len() * probe_units + tuned_units + 1 + plan.seeds.len()
+        })
+        .sum();
+    let total = total as u64;
     let bar = crate::progress::bar(opts.progress, total, "units");
 
     for ds in &resolved.datasets {
@@ -764,7 +785,7 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
                 &mut report,
                 &bar,
             )?;
-            if tuned.contains(&ck.group()) {
+            if tuned.contains(&ck.group()) && plan.finetune.covers(&ds.name) {
                 run_finetuned(
                     plan,
                     ck,

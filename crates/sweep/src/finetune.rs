@@ -17,6 +17,7 @@
 //! max_tokens = 128
 //! revisions = "all"              # which of the swept checkpoints are also fine-tuned: "all", a list,
 //!                                # or { every = N } (every N-th in training order, always the last)
+//! tasks = ["word-order"]         # which tasks get fine-tuned students (default: every task)
 //! ```
 //!
 //! Learning-rate defaults: 5e-5 is the example of Burns et al.'s full fine-tuning (their `lr`
@@ -91,6 +92,8 @@ pub struct FinetunePlan {
     pub weight_decay: f64,
     pub max_tokens: usize,
     pub revisions: Revisions,
+    /// Names of the tasks whose students are also fine-tuned (None: every task).
+    pub tasks: Option<Vec<String>>,
 }
 
 impl Default for FinetunePlan {
@@ -107,6 +110,7 @@ impl Default for FinetunePlan {
             weight_decay: 0.0,
             max_tokens: 128,
             revisions: Revisions::All("all".into()),
+            tasks: None,
         }
     }
 }
@@ -159,8 +163,18 @@ impl FinetunePlan {
                 Err("finetune.revisions.every must be at least 1".into())
             }
             Revisions::List(l) if l.is_empty() => Err("finetune.revisions is an empty list".into()),
+            _ if self.tasks.as_ref().is_some_and(|t| t.is_empty()) => Err(
+                "finetune.tasks is an empty list (leave it out to fine-tune on every task)".into(),
+            ),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the task named `task` gets fine-tuned students.
+    pub fn covers(&self, task: &str) -> bool {
+        self.tasks
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|n| n == task))
     }
 
     /// The mode name in tables (`finetune-all`, `lora-8`, …).

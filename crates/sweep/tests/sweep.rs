@@ -376,6 +376,52 @@ fn fine_tuned_students_sit_beside_the_probes_resume_and_merge() {
 }
 
 #[test]
+fn finetune_tasks_limits_fine_tuning_to_the_named_tasks() {
+    let f = shared_fixture();
+    std::fs::copy(f.dir.join("task.jsonl"), f.dir.join("other.jsonl")).unwrap();
+    let text = std::fs::read_to_string(finetune_plan(f, "plan-ft-tasks.toml"))
+        .unwrap()
+        .replace(
+            "[[task]]\njsonl = \"task.jsonl\"\n",
+            "[[task]]\njsonl = \"task.jsonl\"\n\n[[task]]\njsonl = \"other.jsonl\"\n",
+        )
+        .replace(
+            "revisions = { every = 4 }",
+            "revisions = [\"step24\"]\ntasks = [\"other\"]",
+        );
+    let path = f.dir.join("plan-ft-tasks.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = scratch("ft-tasks");
+    let r = run_command(&path, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(r.units_failed, 0);
+    let rows = read_csv(&out.join("results.csv"));
+    let tuned: Vec<_> = rows.iter().filter(|r| r["mode"] != "probe").collect();
+    assert_eq!(
+        tuned.len(),
+        2,
+        "one checkpoint × two losses, on `other` only"
+    );
+    assert!(tuned
+        .iter()
+        .all(|r| r["task"] == "other" && r["revision"] == "step24"));
+    assert_eq!(
+        rows.iter().filter(|r| r["mode"] == "probe").count(),
+        2 * 9 * 2
+    );
+
+    let bad = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("tasks = [\"other\"]", "tasks = [\"nope\"]");
+    std::fs::write(&path, bad).unwrap();
+    let e = run_command(&path, &scratch("ft-tasks-bad"), &opts(ShardSpec::all())).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.to_string().contains("finetune.tasks") && e.to_string().contains("nope"),
+        "{e}"
+    );
+}
+
+#[test]
 fn bad_finetune_settings_are_plan_errors_naming_the_key() {
     let f = shared_fixture();
     for (bad, key) in [
@@ -383,6 +429,7 @@ fn bad_finetune_settings_are_plan_errors_naming_the_key() {
         ("[finetune]\nepochs = 0\n", "epochs"),
         ("[finetune]\nlora_rank = 2\nlayers = 0\n", "lora_rank"),
         ("[finetune]\nlearning_rate = 1e-4\n", "learning_rate"),
+        ("[finetune]\ntasks = []\n", "finetune.tasks"),
     ] {
         let text = std::fs::read_to_string(&f.plan).unwrap() + "\n" + bad;
         let path = f.dir.join("plan-bad-finetune.toml");
