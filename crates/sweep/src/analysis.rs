@@ -258,6 +258,9 @@ fn analyse_checkpoint(
         }
     }
     for &seed in &plan.seeds {
+        if mode.is_some() && !plan.finetune.covers_seed(seed) {
+            continue;
+        }
         let Some(w) = weak.get(&seed) else {
             continue;
         };

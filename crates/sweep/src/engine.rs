@@ -713,7 +713,12 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
         .iter()
         .map(|ds| {
             let tuned_units = if plan.finetune.covers(&ds.name) {
-                tuned_here * students
+                let seeds = plan
+                    .seeds
+                    .iter()
+                    .filter(|&&s| plan.finetune.covers_seed(s))
+                    .count();
+                tuned_here * seeds * (1 + plan.losses.len())
             } else {
                 0
             };
@@ -910,7 +915,12 @@ fn run_finetuned(
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
     use crate::finetune::{finetune_spec, finetune_student};
-    for &seed in &plan.seeds {
+    for seed in plan
+        .seeds
+        .iter()
+        .copied()
+        .filter(|&s| plan.finetune.covers_seed(s))
+    {
         let split = &splits[&seed];
         let mut students = vec![(CEILING.to_string(), None)];
         for loss in &plan.losses {

@@ -18,6 +18,7 @@
 //! revisions = "all"              # which of the swept checkpoints are also fine-tuned: "all", a list,
 //!                                # or { every = N } (every N-th in training order, always the last)
 //! tasks = ["word-order"]         # which tasks get fine-tuned students (default: every task)
+//! seeds = [0]                    # which of the plan's seeds get fine-tuned students (default: all)
 //! ```
 //!
 //! Learning-rate defaults: 5e-5 is the example of Burns et al.'s full fine-tuning (their `lr`
@@ -94,6 +95,9 @@ pub struct FinetunePlan {
     pub revisions: Revisions,
     /// Names of the tasks whose students are also fine-tuned (None: every task).
     pub tasks: Option<Vec<String>>,
+    /// The plan's seeds that get fine-tuned students (None: all). Fine-tuning costs far more than a
+    /// probe, so a sweep may fine-tune fewer seeds than it probes.
+    pub seeds: Option<Vec<u64>>,
 }
 
 impl Default for FinetunePlan {
@@ -111,6 +115,7 @@ impl Default for FinetunePlan {
             max_tokens: 128,
             revisions: Revisions::All("all".into()),
             tasks: None,
+            seeds: None,
         }
     }
 }
@@ -175,6 +180,11 @@ impl FinetunePlan {
         self.tasks
             .as_ref()
             .is_none_or(|t| t.iter().any(|n| n == task))
+    }
+
+    /// Whether `seed` gets fine-tuned students.
+    pub fn covers_seed(&self, seed: u64) -> bool {
+        self.seeds.as_ref().is_none_or(|s| s.contains(&seed))
     }
 
     /// The mode name in tables (`finetune-all`, `lora-8`, …).

@@ -476,6 +476,19 @@ impl Plan {
             }
         }
         self.finetune.validate()?;
+        if let Some(seeds) = &self.finetune.seeds {
+            if seeds.is_empty() {
+                return Err(
+                    "finetune.seeds is an empty list (leave it out to fine-tune every seed)".into(),
+                );
+            }
+            if let Some(s) = seeds.iter().find(|s| !self.seeds.contains(s)) {
+                return Err(format!(
+                    "finetune.seeds: {s} is not one of the plan's seeds {:?}",
+                    self.seeds
+                ));
+            }
+        }
         self.pgr.validate().map_err(|e| e.to_string())?;
         if !(self.transition.z.is_finite() && self.transition.z > 0.0) {
             return Err(format!("transition.z: {} is not > 0", self.transition.z));

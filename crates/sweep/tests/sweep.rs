@@ -430,6 +430,7 @@ fn bad_finetune_settings_are_plan_errors_naming_the_key() {
         ("[finetune]\nlora_rank = 2\nlayers = 0\n", "lora_rank"),
         ("[finetune]\nlearning_rate = 1e-4\n", "learning_rate"),
         ("[finetune]\ntasks = []\n", "finetune.tasks"),
+        ("[finetune]\nseeds = [7]\n", "finetune.seeds"),
     ] {
         let text = std::fs::read_to_string(&f.plan).unwrap() + "\n" + bad;
         let path = f.dir.join("plan-bad-finetune.toml");
