@@ -145,8 +145,9 @@ impl RevisionName {
     }
 }
 
-/// The part of a name before its step component (`stage1-` in `stage1-step100-tokens1B`).
-fn stage_prefix(name: &str) -> &str {
+/// The part of a name before its step component (`stage1-` in `stage1-step100-tokens1B`); the
+/// whole name when it has no step.
+pub fn stage_prefix(name: &str) -> &str {
     match scan(name).1 {
         Some(at) => &name[..at],
         None => name,
@@ -290,6 +291,103 @@ pub fn list_revisions(source: &FamilySource) -> Result<Vec<Revision>> {
             .collect(),
     };
     sort_revisions(&mut revs);
+    Ok(revs)
+}
+
+/// A family spread over several hub-cache repositories, one checkpoint each (TinyLlama publishes a
+/// repository per checkpoint). Each entry of `repos` is `ORG/NAME`, `ORG/NAME@REV` (default `main`),
+/// or a glob (`*`, `?`) over the ids of the repositories in the cache, such as
+/// `TinyLlama/TinyLlama-1.1B-intermediate-step-*`. A revision is named by its repository id; its step
+/// is `steps[id]` when the map lists the repository, else parsed from the id ([`RevisionName`]).
+/// Returned in step order. Errors name the entry or key: a glob that matches nothing, a repository
+/// that is not cached, a `steps` key that names no listed repository, a repository without a step,
+/// two repositories at one step.
+pub fn repo_family(
+    repos: &[String],
+    steps: &BTreeMap<String, u64>,
+    cache: Option<&HubCache>,
+) -> Result<Vec<Revision>> {
+    let env_cache;
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            env_cache = HubCache::from_env().ok_or_else(|| LmError::NotFound {
+                spec: repos.join(", "),
+                msg: "no hub cache: set HF_HUB_CACHE or HF_HOME".into(),
+            })?;
+            &env_cache
+        }
+    };
+    // (repository id, revision) in the order given, each once.
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    let mut cached: Option<Vec<String>> = None;
+    for entry in repos {
+        if entry.contains(['*', '?']) {
+            let ids = match &cached {
+                Some(ids) => ids,
+                None => cached.insert(cache.repo_ids()?),
+            };
+            let hits: Vec<&String> = ids
+                .iter()
+                .filter(|id| crate::hub::glob_match(entry, id))
+                .collect();
+            if hits.is_empty() {
+                return Err(LmError::NotFound {
+                    spec: entry.clone(),
+                    msg: format!(
+                        "`repos` pattern matches no repository in the hub cache {}",
+                        cache.root().display()
+                    ),
+                });
+            }
+            wanted.extend(hits.into_iter().map(|id| (id.clone(), None)));
+        } else {
+            let (id, rev) = match entry.rsplit_once('@') {
+                Some((id, rev)) => (id.to_string(), Some(rev.to_string())),
+                None => (entry.clone(), None),
+            };
+            wanted.push((id, rev));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    wanted.retain(|(id, _)| seen.insert(id.clone()));
+    if let Some(key) = steps.keys().find(|k| !seen.contains(*k)) {
+        return Err(LmError::Input(format!(
+            "`steps` names `{key}`, which is not among the family's repositories"
+        )));
+    }
+    let mut revs = Vec::with_capacity(wanted.len());
+    for (id, rev) in wanted {
+        let spec = match &rev {
+            Some(r) => format!("{id}@{r}"),
+            None => id.clone(),
+        };
+        let dir = crate::hub::resolve(&spec, Some(cache))?.dir;
+        let parsed = RevisionName::parse(&id);
+        let step = steps.get(&id).copied().or(parsed.step).ok_or_else(|| {
+            LmError::Input(format!(
+                "repository `{id}`: no step in its name; give it in `steps`"
+            ))
+        })?;
+        let commit = dir.file_name().and_then(|n| n.to_str()).map(str::to_string);
+        revs.push(Revision {
+            name: id,
+            step: Some(step),
+            tokens: parsed.tokens,
+            dir,
+            commit,
+        });
+    }
+    // One training run: order by step alone, whatever the names' prefixes.
+    revs.sort_by(|a, b| (a.step, &a.name).cmp(&(b.step, &b.name)));
+    if let Some(w) = revs.windows(2).find(|w| w[0].step == w[1].step) {
+        return Err(LmError::Input(format!(
+            "repositories `{}` and `{}` are both at step {}",
+            w[0].name,
+            w[1].name,
+            w[0].step.unwrap_or_default()
+        )));
+    }
     Ok(revs)
 }
 
