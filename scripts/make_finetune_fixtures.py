@@ -18,7 +18,8 @@ What trains: layers = -1, every parameter of the base model (not the LM head); k
 and the final norm; LoRA (rank r > 0): peft adapters (dropout 0, no bias) on every linear layer of the
 trained blocks, with lora_alpha as given, base weights frozen. The head always trains.
 
-Tested with torch 2.15 (CPU), transformers 5.25, peft 0.21.
+Tested with torch 2.15 (CPU), transformers 5.25, peft 0.21. The Llama cases (llama-*) were added later by
+running the script on a directory holding only those case directories.
 """
 
 import json

@@ -23,6 +23,12 @@ Fixtures (hidden size 32, 2 layers, vocabulary 320, so that everything together 
     olmo-ai2                the same weights in AI2's hf_olmo layout (fused att_proj / ff_proj,
                             model.transformer.* names, d_model/n_heads config); shares olmo-hf's reference
     olmo2                   OLMo 2 (RMSNorm, q/k norms, post-norms), 4 heads / 2 KV heads, untied head
+    llama-gqa-llama3-tied   Llama, 4 heads / 2 KV heads, head_dim 12 given (not hidden / heads), llama3
+                            rope scaling with all three bands in use (rope_parameters, transformers 5's
+                            config.json), tied embeddings, f32 weights
+    llama-mha-untied-bf16   Llama, 4 heads (MHA), a transformers-4 config.json (rope_theta and a legacy
+                            rope_scaling {"type": "linear"}, no head_dim), attention_bias and mlp_bias,
+                            untied head, weights stored in bf16 (the reference runs them in f32)
 
 Weights are random but large enough (std 0.1 instead of HF's 0.02 init) that attention is far from
 uniform: rotary, head layout and the fused-QKV interleaving all change the outputs well above the test
@@ -33,6 +39,9 @@ Generated with (PyTorch 2.x CPU wheel, transformers 5.24.0, tokenizers 0.23.3, s
     python3 -m venv /work/venv-lm
     /work/venv-lm/bin/pip install torch transformers safetensors tokenizers numpy
     /work/venv-lm/bin/python scripts/make_lm_fixtures.py crates/lm/tests/fixtures
+
+Fixture names after the directory regenerate only those (the Llama ones were added later, with transformers
+5.25 and PyTorch 2.15: `... crates/lm/tests/fixtures llama-gqa-llama3-tied llama-mha-untied-bf16`).
 """
 
 import json
@@ -48,6 +57,8 @@ import transformers
 from transformers import (
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
     Olmo2Config,
     Olmo2ForCausalLM,
     OlmoConfig,
@@ -82,7 +93,10 @@ TEXTS = [
 ]
 
 
-OWN_FIXTURES = ["neox-parallel-rot25", "neox-sequential-rot100", "neox-v0-bin", "olmo-hf", "olmo-ai2", "olmo2"]
+OWN_FIXTURES = [
+    "neox-parallel-rot25", "neox-sequential-rot100", "neox-v0-bin", "olmo-hf", "olmo-ai2", "olmo2",
+    "llama-gqa-llama3-tied", "llama-mha-untied-bf16",
+]
 
 
 def make_tokenizer():
@@ -291,20 +305,89 @@ def olmo2(root, tok):
     finish(d, tok, Olmo2ForCausalLM)
 
 
+def llama_gqa_llama3_tied(root, tok):
+    d = os.path.join(root, "llama-gqa-llama3-tied")
+    torch.manual_seed(6)
+    # head_dim 12: inverse frequencies 1, 0.22, 0.046, ... have wavelengths 6.3, 29, 135, ...; with an
+    # original context of 64 and band factors 1 and 4, the first is kept, the second is blended and the
+    # rest are divided by the factor, so every branch of llama3 scaling shows in the outputs.
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=40, num_hidden_layers=LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=MAX_POS,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    )
+    model = LlamaForCausalLM(cfg)
+    randomize(model)
+    model.save_pretrained(d)
+    cfg_json = json.load(open(os.path.join(d, "config.json")))
+    assert cfg_json["rope_parameters"]["rope_type"] == "llama3" and cfg_json["head_dim"] == 12
+    model = finish(d, tok, LlamaForCausalLM)
+    inv = model.model.rotary_emb.inv_freq
+    default = 1.0 / (10000.0 ** (torch.arange(0, 12, 2).float() / 12))
+    assert inv[0] == default[0] and torch.allclose(inv[2:], default[2:] / 8) and default[1] / 8 < inv[1] < default[1]
+
+
+def llama_mha_untied_bf16(root, tok):
+    d = os.path.join(root, "llama-mha-untied-bf16")
+    torch.manual_seed(7)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=56, num_hidden_layers=LAYERS,
+        num_attention_heads=4, max_position_embeddings=MAX_POS, tie_word_embeddings=False,
+        attention_bias=True, mlp_bias=True, pad_token_id=1, bos_token_id=0, eos_token_id=0,
+        rope_parameters={"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0},
+    )
+    model = LlamaForCausalLM(cfg)
+    randomize(model)
+    model.to(torch.bfloat16).save_pretrained(d)
+    # The config.json of a transformers-4 era hub repo: top-level rope_theta, a legacy rope_scaling with
+    # `type`, no head_dim, no num_key_value_heads (both default).
+    write_json(os.path.join(d, "config.json"), {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+        "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "silu", "hidden_size": HIDDEN,
+        "initializer_range": 0.02, "intermediate_size": 56, "max_position_embeddings": MAX_POS,
+        "mlp_bias": True, "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": LAYERS,
+        "pad_token_id": 1, "pretraining_tp": 1, "rms_norm_eps": 1e-06, "rope_scaling": {"type": "linear", "factor": 2.0},
+        "rope_theta": 500.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.44.0", "use_cache": True, "vocab_size": VOCAB,
+    })
+    model = finish(d, tok, LlamaForCausalLM)
+    assert model.config.rope_parameters["rope_type"] == "linear", model.config.rope_parameters
+    assert model.model.layers[0].mlp.up_proj.bias is not None and model.model.layers[0].self_attn.o_proj.bias is not None
+    inv = model.model.rotary_emb.inv_freq
+    assert torch.allclose(inv, 0.5 / (500.0 ** (torch.arange(0, 8, 2).float() / 8)))
+
+
+MAKERS = {
+    "neox-parallel-rot25": neox_parallel_rot25,
+    "neox-sequential-rot100": neox_sequential_rot100,
+    "neox-v0-bin": neox_v0_bin,
+    "olmo-hf": olmo_hf_and_ai2,
+    "olmo-ai2": olmo_hf_and_ai2,
+    "olmo2": olmo2,
+    "llama-gqa-llama3-tied": llama_gqa_llama3_tied,
+    "llama-mha-untied-bf16": llama_mha_untied_bf16,
+}
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else "crates/lm/tests/fixtures"
-    # The directory is shared with other fixtures: replace only the ones this script writes.
-    for name in OWN_FIXTURES:
+    names = sys.argv[2:] or OWN_FIXTURES
+    if "olmo-hf" in names or "olmo-ai2" in names:
+        names = list(dict.fromkeys(names + ["olmo-hf", "olmo-ai2"]))
+    unknown = [n for n in names if n not in MAKERS]
+    if unknown:
+        sys.exit(f"unknown fixtures {unknown}; known: {OWN_FIXTURES}")
+    # The directory is shared with other fixtures: replace only the ones asked for.
+    for name in names:
         if os.path.exists(os.path.join(root, name)):
             shutil.rmtree(os.path.join(root, name))
     os.makedirs(root, exist_ok=True)
     torch.set_num_threads(1)
     tok = make_tokenizer()
-    neox_parallel_rot25(root, tok)
-    neox_sequential_rot100(root, tok)
-    neox_v0_bin(root, tok)
-    olmo_hf_and_ai2(root, tok)
-    olmo2(root, tok)
+    for maker in dict.fromkeys(MAKERS[n] for n in names):
+        maker(root, tok)
     write_json(os.path.join(root, "texts.json"), TEXTS)
     total = os.path.getsize(os.path.join(root, "texts.json"))
     for name in OWN_FIXTURES:

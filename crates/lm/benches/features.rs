@@ -1,13 +1,15 @@
-//! Feature-extraction throughput on a GPT-NeoX of Pythia-70m's shape, against HF transformers.
+//! Feature-extraction throughput on a GPT-NeoX of Pythia-70m's shape (or, with
+//! `BENCH_MODEL=smollm2-135m`, a Llama of SmolLM2-135M's shape), against HF transformers.
 //!
 //! `cargo bench -p w2sg-lm --bench features` writes a random-weight checkpoint of Pythia-70m's shape
 //! (6 layers, hidden 512, 8 heads, MLP 2048, vocabulary 50304, rotary 0.25, parallel residual; f32
-//! safetensors, 282 MB) and a JSONL of synthetic texts into cargo's bench scratch directory, then runs
+//! safetensors, 282 MB; for SmolLM2-135M see [`common::write_llama_model`]) and a JSONL of synthetic texts into cargo's bench scratch directory, then runs
 //! the same extraction (tokenize with the fixtures' tokenizer.json, sort by length, batches of 16 padded
 //! on the right, last layer, last-token pooling) in two child processes:
 //! - this binary with `--child` (w2sg-lm on candle), and
 //! - `benches/peers/features_hf.py` (HF `GPTNeoXModel` on PyTorch CPU, sdpa attention), if a Python
-//!   with torch and transformers is found (`W2SG_PYTHON`, else `/work/venv-lm/bin/python`, else `python3`).
+//!   with torch and transformers is found (`W2SG_PYTHON`, else `/work/venv-lm/bin/python`, else `python3`);
+//!   `AutoModel` builds `GPTNeoXModel` or `LlamaModel` from the config.
 //!
 //! Both use the same thread count (`BENCH_THREADS`, default: all cores), report tokens/s after an
 //! untimed warm-up batch, and their own peak resident memory (VmHWM / ru_maxrss, so the Python number
@@ -22,7 +24,7 @@ use std::time::Instant;
 mod common;
 
 use candle_core::{DType, Device};
-use common::{cpu_seconds, peak_rss_kb, python, run_json, write_model, Rng};
+use common::{cpu_seconds, peak_rss_kb, python, run_json, write_llama_model, write_model, Rng};
 use w2sg_lm::features::{extract, FeatureOptions, Pooling};
 use w2sg_lm::model::Model;
 
@@ -132,13 +134,28 @@ fn main() {
         return;
     }
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lm-bench");
-    let model_dir = work.join("pythia-70m-shape-random");
+    let which = std::env::var("BENCH_MODEL").unwrap_or_else(|_| "pythia-70m".into());
+    let (model_dir, title) = match which.as_str() {
+        "pythia-70m" => (
+            work.join("pythia-70m-shape-random"),
+            "GPT-NeoX of Pythia-70m's shape",
+        ),
+        "smollm2-135m" => (
+            work.join("smollm2-135m-shape-random"),
+            "Llama of SmolLM2-135M's shape",
+        ),
+        other => panic!("BENCH_MODEL={other}: use pythia-70m or smollm2-135m"),
+    };
     if !model_dir.join("model.safetensors").is_file() {
         eprintln!(
-            "writing a random Pythia-70m-shaped checkpoint to {}",
+            "writing a random {title} checkpoint to {}",
             model_dir.display()
         );
-        write_model(&model_dir);
+        if which == "pythia-70m" {
+            write_model(&model_dir);
+        } else {
+            write_llama_model(&model_dir);
+        }
     }
     let texts = work.join("texts.jsonl");
     write_texts(&texts);
@@ -175,7 +192,7 @@ fn main() {
 
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let tps = |v: &serde_json::Value| f(v, "tokens") / f(v, "seconds");
-    println!("\nFeature extraction, GPT-NeoX of Pythia-70m's shape (random weights, f32), {} texts, {} tokens, batch {BATCH}, last layer, last-token pooling, {threads} thread(s)\n",
+    println!("\nFeature extraction, {title} (random weights, f32), {} texts, {} tokens, batch {BATCH}, last layer, last-token pooling, {threads} thread(s)\n",
         N_TEXTS, f(&ours, "tokens"));
     println!(
         "| implementation | tokens/s | extraction s | CPU s (user+sys) | load s | peak RSS MiB |"

@@ -1,7 +1,7 @@
 //! `config.json` of a checkpoint: which architecture, and its hyper-parameters.
 //!
 //! The file is dispatched on `model_type`: `gpt_neox` ([`GptNeoXConfig`]), `olmo` ([`OlmoConfig`], both
-//! the HF-native form and AI2's `hf_olmo` form with `d_model`/`n_heads`) and `olmo2` ([`Olmo2Config`]).
+//! the HF-native form and AI2's `hf_olmo` form with `d_model`/`n_heads`), `llama` and `olmo2` ([`LlamaConfig`]).
 //! Each architecture's config mirrors the HF config class: keys the model's shape depends on are
 //! required (a missing one is an error naming the file and the key), optional keys take the defaults
 //! of HF `transformers`, and unknown keys are ignored (hub configs carry many keys that inference does
@@ -11,7 +11,8 @@
 //! (`rotary_pct` and `rotary_emb_base` for GPT-NeoX, `rope_theta` for OLMo); `transformers` 5 writes a
 //! `rope_parameters` object (`rope_theta`, `partial_rotary_factor`, `rope_type`). Both are read; as in
 //! HF, `rope_parameters` (or a legacy `rope_scaling`) wins over the top-level keys. Only the default
-//! rope type is implemented: scaled variants are reported as unsupported rather than run wrongly.
+//! rope type is implemented for GPT-NeoX and OLMo 1; Llama and OLMo 2 also read `linear` and `llama3`
+//! scaling. Other scaled variants are reported as unsupported (naming the key) rather than run wrongly.
 
 use std::path::Path;
 
@@ -21,8 +22,9 @@ use serde_json::Value;
 
 use crate::error::{LmError, Result};
 use crate::gpt_neox::GptNeoXConfig;
+use crate::llama::{LlamaConfig, LlamaVariant};
 use crate::olmo::OlmoConfig;
-use crate::olmo2::Olmo2Config;
+use crate::ops::RopeScaling;
 
 /// The architecture and hyper-parameters of a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +33,8 @@ pub enum ModelConfig {
     GptNeoX(GptNeoXConfig),
     /// OLMo 1 (HF-native or AI2 `hf_olmo` layout).
     Olmo(OlmoConfig),
-    /// OLMo 2.
-    Olmo2(Olmo2Config),
+    /// Llama or OLMo 2 ([`LlamaConfig::variant`]).
+    Llama(LlamaConfig),
 }
 
 impl ModelConfig {
@@ -70,7 +72,16 @@ impl ModelConfig {
                 &value, path,
             )?)),
             "olmo" | "hf_olmo" => Ok(ModelConfig::Olmo(OlmoConfig::from_value(&value, path)?)),
-            "olmo2" => Ok(ModelConfig::Olmo2(Olmo2Config::from_value(&value, path)?)),
+            "llama" => Ok(ModelConfig::Llama(LlamaConfig::from_value(
+                &value,
+                path,
+                LlamaVariant::Llama,
+            )?)),
+            "olmo2" => Ok(ModelConfig::Llama(LlamaConfig::from_value(
+                &value,
+                path,
+                LlamaVariant::Olmo2,
+            )?)),
             other => Err(LmError::UnknownModelType {
                 path: path.to_path_buf(),
                 model_type: other.to_string(),
@@ -83,7 +94,7 @@ impl ModelConfig {
         match self {
             ModelConfig::GptNeoX(_) => "gpt_neox",
             ModelConfig::Olmo(_) => "olmo",
-            ModelConfig::Olmo2(_) => "olmo2",
+            ModelConfig::Llama(c) => c.variant.model_type(),
         }
     }
 
@@ -92,7 +103,7 @@ impl ModelConfig {
         match self {
             ModelConfig::GptNeoX(c) => c.num_hidden_layers,
             ModelConfig::Olmo(c) => c.num_hidden_layers,
-            ModelConfig::Olmo2(c) => c.num_hidden_layers,
+            ModelConfig::Llama(c) => c.num_hidden_layers,
         }
     }
 
@@ -101,7 +112,7 @@ impl ModelConfig {
         match self {
             ModelConfig::GptNeoX(c) => c.hidden_size,
             ModelConfig::Olmo(c) => c.hidden_size,
-            ModelConfig::Olmo2(c) => c.hidden_size,
+            ModelConfig::Llama(c) => c.hidden_size,
         }
     }
 
@@ -110,7 +121,7 @@ impl ModelConfig {
         match self {
             ModelConfig::GptNeoX(c) => c.vocab_size,
             ModelConfig::Olmo(c) => c.vocab_size,
-            ModelConfig::Olmo2(c) => c.vocab_size,
+            ModelConfig::Llama(c) => c.vocab_size,
         }
     }
 
@@ -119,7 +130,7 @@ impl ModelConfig {
         match self {
             ModelConfig::GptNeoX(c) => c.max_position_embeddings,
             ModelConfig::Olmo(c) => c.max_position_embeddings,
-            ModelConfig::Olmo2(c) => c.max_position_embeddings,
+            ModelConfig::Llama(c) => c.max_position_embeddings,
         }
     }
 
@@ -160,20 +171,7 @@ impl ModelConfig {
                 c.clip_qkv.map_or("none".to_string(), |v| v.to_string()),
                 if c.tie_word_embeddings { "tied" } else { "untied" },
             ),
-            ModelConfig::Olmo2(c) => format!(
-                "OLMo 2: {} layers, hidden {}, {} heads ({} KV), MLP {}, vocab {}, context {}, rope base {}, \
-                 RMSNorm eps {}, {} output embedding",
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.intermediate_size,
-                c.vocab_size,
-                c.max_position_embeddings,
-                c.rope_theta,
-                c.rms_norm_eps,
-                if c.tie_word_embeddings { "tied" } else { "untied" },
-            ),
+            ModelConfig::Llama(c) => c.describe(),
         }
     }
 }
@@ -200,35 +198,107 @@ pub(crate) struct RopeParameters {
     pub legacy_type: Option<String>,
     pub rope_theta: Option<f64>,
     pub partial_rotary_factor: Option<f64>,
+    pub factor: Option<f64>,
+    pub low_freq_factor: Option<f64>,
+    pub high_freq_factor: Option<f64>,
+    pub original_max_position_embeddings: Option<f64>,
+}
+
+/// The rotary keys of a config.json, in either spelling.
+#[derive(Debug, Default)]
+pub(crate) struct RopeKeys {
+    pub rope_parameters: Option<RopeParameters>,
+    pub rope_scaling: Option<RopeParameters>,
+    /// The architecture's top-level base (`rope_theta`, `rotary_emb_base`).
+    pub theta: Option<f64>,
+    /// The architecture's top-level rotary fraction (`rotary_pct`).
+    pub partial: Option<f64>,
+    /// A top-level `original_max_position_embeddings` (HF prefers it to the one in the rope object).
+    pub original_max_position_embeddings: Option<f64>,
+}
+
+/// Resolved rotary settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rope {
+    pub theta: f64,
+    pub partial: f64,
+    pub scaling: RopeScaling,
 }
 
 /// Resolves rotary settings the way HF does: `rope_parameters` / `rope_scaling` first, then the
-/// architecture's top-level keys (`theta`, `partial`), then the defaults.
-pub(crate) fn resolve_rope(
+/// architecture's top-level keys, then the defaults. Scaled types (`linear`, `llama3`) read their
+/// parameters from the same object; `max_positions` is llama3's fallback for
+/// `original_max_position_embeddings`, as in HF.
+pub(crate) fn resolve_scaled_rope(
     path: &Path,
-    rope_parameters: Option<RopeParameters>,
-    rope_scaling: Option<RopeParameters>,
-    theta: Option<f64>,
-    partial: Option<f64>,
+    keys: RopeKeys,
     default_partial: f64,
-) -> Result<(f64, f64)> {
-    let params = rope_scaling.or(rope_parameters).unwrap_or_default();
+    max_positions: usize,
+) -> Result<Rope> {
+    let object = if keys.rope_scaling.is_some() {
+        "rope_scaling"
+    } else {
+        "rope_parameters"
+    };
+    let params = keys
+        .rope_scaling
+        .or(keys.rope_parameters)
+        .unwrap_or_default();
     let rope_type = params
         .rope_type
-        .or(params.legacy_type)
+        .clone()
+        .or(params.legacy_type.clone())
         .unwrap_or_else(|| "default".into());
-    if rope_type != "default" {
-        return Err(LmError::Unsupported {
-            path: path.to_path_buf(),
-            what: format!(
-                "rope type \"{rope_type}\" (only the default rotary embedding is implemented)"
-            ),
-        });
-    }
-    let theta = params.rope_theta.or(theta).unwrap_or(10_000.0);
+    let need = |v: Option<f64>, key: &str| {
+        v.filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| {
+            config_err(
+                path,
+                format!("`{object}.{key}` must be a positive number for rope type \"{rope_type}\""),
+            )
+        })
+    };
+    let scaling = match rope_type.as_str() {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: need(params.factor, "factor")?,
+        },
+        "llama3" => {
+            let low_freq_factor = need(params.low_freq_factor, "low_freq_factor")?;
+            let high_freq_factor = need(params.high_freq_factor, "high_freq_factor")?;
+            if high_freq_factor <= low_freq_factor {
+                return Err(config_err(
+                    path,
+                    format!(
+                        "`{object}.high_freq_factor` ({high_freq_factor}) must exceed \
+                         `{object}.low_freq_factor` ({low_freq_factor})"
+                    ),
+                ));
+            }
+            RopeScaling::Llama3 {
+                factor: need(params.factor, "factor")?,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: need(
+                    keys.original_max_position_embeddings
+                        .or(params.original_max_position_embeddings)
+                        .or(Some(max_positions as f64)),
+                    "original_max_position_embeddings",
+                )?,
+            }
+        }
+        other => {
+            return Err(LmError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!(
+                    "`{object}.rope_type` \"{other}\" (implemented: default, linear, llama3)"
+                ),
+            })
+        }
+    };
+    let theta = params.rope_theta.or(keys.theta).unwrap_or(10_000.0);
     let partial = params
         .partial_rotary_factor
-        .or(partial)
+        .or(keys.partial)
         .unwrap_or(default_partial);
     if theta.is_nan() || theta <= 0.0 {
         return Err(config_err(
@@ -242,7 +312,46 @@ pub(crate) fn resolve_rope(
             format!("rotary fraction must be in (0, 1], got {partial}"),
         ));
     }
-    Ok((theta, partial))
+    Ok(Rope {
+        theta,
+        partial,
+        scaling,
+    })
+}
+
+/// [`resolve_scaled_rope`] for architectures that implement only the default rotary: returns
+/// (theta, rotary fraction).
+pub(crate) fn resolve_rope(
+    path: &Path,
+    rope_parameters: Option<RopeParameters>,
+    rope_scaling: Option<RopeParameters>,
+    theta: Option<f64>,
+    partial: Option<f64>,
+    default_partial: f64,
+) -> Result<(f64, f64)> {
+    let object = if rope_scaling.is_some() {
+        "rope_scaling"
+    } else {
+        "rope_parameters"
+    };
+    let keys = RopeKeys {
+        rope_parameters,
+        rope_scaling,
+        theta,
+        partial,
+        original_max_position_embeddings: None,
+    };
+    let rope = resolve_scaled_rope(path, keys, default_partial, 1)?;
+    if rope.scaling != RopeScaling::None {
+        return Err(LmError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!(
+                "`{object}.rope_type` {:?} for this architecture (only the default rotary embedding)",
+                rope.scaling
+            ),
+        });
+    }
+    Ok((rope.theta, rope.partial))
 }
 
 /// Checks that the sizes are positive and the head layout consistent, with a message naming the keys.

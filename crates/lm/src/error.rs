@@ -29,7 +29,7 @@ pub enum LmError {
     Config { path: PathBuf, msg: String },
 
     /// `model_type` names an architecture this crate does not implement.
-    #[error("{}: unknown model_type \"{model_type}\" (supported: gpt_neox, olmo, olmo2)", path.display())]
+    #[error("{}: unknown model_type \"{model_type}\" (supported: gpt_neox, olmo, olmo2, llama)", path.display())]
     UnknownModelType { path: PathBuf, model_type: String },
 
     /// A known architecture with a variant this crate does not implement (e.g. ALiBi OLMo, scaled RoPE).

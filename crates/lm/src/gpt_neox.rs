@@ -287,18 +287,10 @@ impl GptNeoX {
         &self.device
     }
 
-    /// Attention of x (B, T, H), through the op that projects inside when the projection is plain.
     fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let out = match layer.query_key_value.plain() {
-            Some((w, bias)) if ops::fused_ok(&[x, w]) => {
-                ops::qkv_attention(x, w, bias, t, &self.spec, &self.rotary)?.reshape((b, t, h))?
-            }
-            _ => {
-                let qkv = layer.query_key_value.forward(x)?;
-                ops::attention(&qkv, &self.spec, &self.rotary)?
-            }
-        };
+        let out = layer
+            .query_key_value
+            .attention(x, &self.spec, &self.rotary)?;
         Ok(layer.dense.forward(&out)?)
     }
 

@@ -81,6 +81,29 @@ impl HubCache {
             .join(format!("models--{}", repo_id.replace('/', "--")))
     }
 
+    /// The ids (`ORG/NAME`) of the model repositories in the cache, sorted.
+    pub fn repo_ids(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(LmError::io(&self.root, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| LmError::io(&self.root, e))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(id) = name.strip_prefix("models--") {
+                if is_cache_repo_dir(&path) {
+                    ids.push(id.replacen("--", "/", 1));
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// All refs of a cached repository: (ref name, commit), sorted by name.
     pub fn refs(&self, repo_id: &str) -> Result<Vec<(String, String)>> {
         repo_refs(&self.repo_dir(repo_id))
@@ -341,4 +364,28 @@ pub fn resolve(spec: &str, cache: Option<&HubCache>) -> Result<Resolved> {
     Err(not_found(
         "no such directory, and not an ORG/NAME repository id".into(),
     ))
+}
+
+/// `fnmatch`-style matching as `huggingface_hub`'s `allow_patterns`: `*` matches any run of
+/// characters (slashes included), `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }

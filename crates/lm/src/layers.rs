@@ -136,6 +136,25 @@ impl Linear {
         self.forward_act(x, None)
     }
 
+    /// Causal self-attention of x (B, T, H) through this layer as the packed QKV projection:
+    /// the op that projects inside when the layer is one plain projection, else the projection
+    /// and then the attention op. Returns (B, T, heads·head_dim).
+    pub(crate) fn attention(
+        &self,
+        x: &Tensor,
+        spec: &ops::AttentionSpec,
+        rotary: &ops::RotaryTables,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        match self.plain() {
+            Some((w, bias)) if ops::fused_ok(&[x, w]) => ops::qkv_attention(
+                x, w, bias, t, spec, rotary,
+            )?
+            .reshape((b, t, spec.heads * spec.head_dim)),
+            _ => ops::attention(&self.forward(x)?, spec, rotary),
+        }
+    }
+
     /// The single weight and bias when the layer is one plain projection (what the fused QKV
     /// attention op takes).
     pub(crate) fn plain(&self) -> Option<(&Tensor, Option<&Tensor>)> {
@@ -181,7 +200,7 @@ impl LayerNorm {
     }
 }
 
-/// RMSNorm with an f32 weight, computed in f32 (OLMo 2).
+/// RMSNorm with an f32 weight, computed in f32 (Llama, OLMo 2).
 #[derive(Debug, Clone)]
 pub(crate) struct RmsNorm {
     weight: Tensor,

@@ -1,6 +1,6 @@
 //! w2sg-lm: language-model checkpoints for the checkpoint lab.
 //!
-//! Reads Pythia (GPT-NeoX) and OLMo (1 and 2) checkpoints in Hugging Face layout — a local directory,
+//! Reads Pythia (GPT-NeoX), OLMo (1 and 2) and Llama-architecture checkpoints in Hugging Face layout — a local directory,
 //! a directory of revisions, or the hub cache — runs them on candle (CPU, or GPU with the `cuda`
 //! feature) in f32 or bf16, and turns text into features: hidden states at any layer, pooled at the
 //! last real token or averaged. Outputs match HF `transformers` (see `tests/fixtures.rs` and
@@ -19,9 +19,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`config`] (config.json), [`checkpoint`] (weights), [`gpt_neox`], [`olmo`], [`olmo2`] (one
-//! model per file), [`model`] (the common interface), [`hub`] (resolving paths, revisions and the hub
-//! cache), `download` (fetching revisions into the hub cache; `download` feature), [`revisions`] (families, training order, duplicates), [`features`], [`output`], [`features_job`] (`lm features` as one call), [`info`] (`lm info`), [`device`] (dtype and device names). The `w2sg` binary (crates/cli) owns arguments, printing and exit codes.
+//! Modules: [`config`] (config.json), [`checkpoint`] (weights), [`gpt_neox`], [`olmo`], [`llama`] (Llama
+//! and OLMo 2; one model per file), [`model`] (the common interface), [`hub`] (resolving paths,
+//! revisions and the hub cache), `download` (fetching revisions into the hub cache; `download`
+//! feature), [`revisions`] (families, training order, duplicates), [`features`], [`output`],
+//! [`features_job`] (`lm features` as one call), [`info`] (`lm info`), [`device`] (dtype and device
+//! names). The `w2sg` binary (crates/cli) owns arguments, printing and exit codes.
 
 pub mod checkpoint;
 pub mod config;
@@ -36,9 +39,9 @@ pub mod gpt_neox;
 pub mod hub;
 pub mod info;
 pub mod layers;
+pub mod llama;
 pub mod model;
 pub mod olmo;
-pub mod olmo2;
 pub mod ops;
 pub mod optim;
 pub mod output;

@@ -14,8 +14,8 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{LmError, Result};
 use crate::gpt_neox::GptNeoX;
+use crate::llama::Llama;
 use crate::olmo::Olmo;
-use crate::olmo2::Olmo2;
 use crate::weights::{CheckpointWeights, WeightSource};
 
 /// What a forward pass should return.
@@ -75,7 +75,8 @@ impl Output {
 pub enum Model {
     GptNeoX(GptNeoX),
     Olmo(Olmo),
-    Olmo2(Olmo2),
+    /// Llama and OLMo 2 (one decoder, [`crate::llama::LlamaVariant`]).
+    Llama(Llama),
 }
 
 impl Model {
@@ -110,7 +111,7 @@ impl Model {
         Ok(match config {
             ModelConfig::GptNeoX(c) => Model::GptNeoX(GptNeoX::load(c, w)?),
             ModelConfig::Olmo(c) => Model::Olmo(Olmo::load(c, w)?),
-            ModelConfig::Olmo2(c) => Model::Olmo2(Olmo2::load(c, w)?),
+            ModelConfig::Llama(c) => Model::Llama(Llama::load(c, w)?),
         })
     }
 
@@ -119,7 +120,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.forward(input_ids, request),
             Model::Olmo(m) => m.forward(input_ids, request),
-            Model::Olmo2(m) => m.forward(input_ids, request),
+            Model::Llama(m) => m.forward(input_ids, request),
         }
     }
 
@@ -129,7 +130,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.forward_from(x, start, request),
             Model::Olmo(m) => m.forward_from(x, start, request),
-            Model::Olmo2(m) => m.forward_from(x, start, request),
+            Model::Llama(m) => m.forward_from(x, start, request),
         }
     }
 
@@ -138,7 +139,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.config().num_hidden_layers,
             Model::Olmo(m) => m.config().num_hidden_layers,
-            Model::Olmo2(m) => m.config().num_hidden_layers,
+            Model::Llama(m) => m.config().num_hidden_layers,
         }
     }
 
@@ -147,7 +148,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.config().hidden_size,
             Model::Olmo(m) => m.config().hidden_size,
-            Model::Olmo2(m) => m.config().hidden_size,
+            Model::Llama(m) => m.config().hidden_size,
         }
     }
 
@@ -156,7 +157,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.config().max_position_embeddings,
             Model::Olmo(m) => m.config().max_position_embeddings,
-            Model::Olmo2(m) => m.config().max_position_embeddings,
+            Model::Llama(m) => m.config().max_position_embeddings,
         }
     }
 
@@ -165,7 +166,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.dtype(),
             Model::Olmo(m) => m.dtype(),
-            Model::Olmo2(m) => m.dtype(),
+            Model::Llama(m) => m.dtype(),
         }
     }
 
@@ -174,7 +175,7 @@ impl Model {
         match self {
             Model::GptNeoX(m) => m.device(),
             Model::Olmo(m) => m.device(),
-            Model::Olmo2(m) => m.device(),
+            Model::Llama(m) => m.device(),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Checkpoint families: the revisions of one training run, in training order, and duplicated weights.
 //!
 //! A family is either a directory with one checkpoint sub-directory per revision, or a repository in
-//! the hub cache (its refs). Revision names carry the training position: Pythia `step143000`, OLMo
-//! `step1000-tokens4B`, OLMo 2 `stage1-step1000-tokens5B`. [`RevisionName::parse`] reads the step and
-//! the token count; [`list_revisions`] orders revisions by (stage prefix, step), then unparsed names
-//! such as `main` by name.
+//! the hub cache (its refs), or several cache repositories with one checkpoint each
+//! ([`FamilySource::Repos`]). Revision names carry the training position: Pythia `step143000`, OLMo
+//! `step1000-tokens4B`, OLMo 2 `stage1-step1000-tokens5B`, SmolLM2 `step-125000`, LLM360 `ckpt_042`,
+//! TinyLlama repositories `…-step-1431k-3T`. [`RevisionName::parse`] reads the step and the token
+//! count; [`list_revisions`] orders revisions by (stage prefix, step), then unparsed names such as
+//! `main` by name.
 //!
 //! Some published branches serve identical weights (the final Pythia step and `main`, and a few others).
 //! [`fingerprint`] identifies the weights of a revision by the sha256 of its weight files. In the hub
@@ -24,10 +26,14 @@ use crate::hub::{family_members, is_cache_repo_dir, repo_refs, HubCache};
 /// Training position parsed from a revision name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RevisionName {
-    /// Optimizer step (`stepN`).
+    /// Optimizer step (`stepN`, `step-N`, `step-Nk`), or the checkpoint index of `ckpt_N`.
     pub step: Option<u64>,
-    /// Training tokens (`tokensNB` = N·10⁹; `M` and `T` suffixes too).
+    /// Training tokens (`tokensNB` = N·10⁹; `K`, `M` and `T` suffixes too, either case, decimals
+    /// allowed: `token-2.5T`, and a bare count after the step: `step-1431k-3T`).
     pub tokens: Option<u64>,
+    /// The step is a checkpoint index (`ckpt_N`), not an optimizer step: a family can scale it
+    /// ([`scale_checkpoint_steps`]).
+    pub indexed: bool,
 }
 
 /// `<digits>` at the start of `s`, and the rest.
@@ -39,43 +45,113 @@ fn leading_number(s: &str) -> Option<(u64, &str)> {
     s[..end].parse().ok().map(|n| (n, &s[end..]))
 }
 
-impl RevisionName {
-    /// Parses `stepN` and `tokensN[KMBT]` components separated by `-` or `_`.
-    pub fn parse(name: &str) -> Self {
-        let mut out = RevisionName::default();
-        for part in name.split(['-', '_']) {
-            if let Some((n, "")) = part.strip_prefix("step").and_then(leading_number) {
+/// A count with an optional unit, the whole of `s`: `1431k`, `105b`, `2.5T`, `50000`. A decimal
+/// point needs a unit; `require_unit` rejects bare numbers.
+fn count(s: &str, require_unit: bool) -> Option<u64> {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(end);
+    if num.is_empty() || !num.as_bytes()[0].is_ascii_digit() {
+        return None;
+    }
+    let scale: u64 = match unit {
+        "" if require_unit => return None,
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" | "m" => 1_000_000,
+        "B" | "b" => 1_000_000_000,
+        "T" | "t" => 1_000_000_000_000,
+        _ => return None,
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(scale);
+    }
+    let x: f64 = num.parse().ok().filter(|_| scale > 1)?;
+    let v = (x * scale as f64).round();
+    (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
+}
+
+/// The `-`/`_`-separated components of `s` with their byte offsets.
+fn components(s: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c == '-' || c == '_' {
+            out.push((start, &s[start..i]));
+            start = i + 1;
+        }
+    }
+    out.push((start, &s[start..]));
+    out
+}
+
+/// Parses a name; also returns the byte offset where its step component starts (the end of its
+/// stage prefix).
+fn scan(name: &str) -> (RevisionName, Option<usize>) {
+    let mut out = RevisionName::default();
+    let mut step_at = None;
+    // A repository id (TinyLlama's one repository per checkpoint): the name part carries the step.
+    let base = name.rfind('/').map_or(0, |i| i + 1);
+    let parts = components(&name[base..]);
+    let mut i = 0;
+    while i < parts.len() {
+        let (at, part) = parts[i];
+        let next = parts.get(i + 1).map(|(_, p)| *p);
+        let lower = part.to_ascii_lowercase();
+        let mut used = 1;
+        if out.step.is_none() && (lower == "step" || lower == "ckpt") {
+            // `step-125000` (SmolLM2), `step-1431k` (TinyLlama), `ckpt_042` (LLM360).
+            if let Some(n) = next.and_then(|p| count(p, false)) {
                 out.step = Some(n);
-            } else if let Some((n, unit)) = part.strip_prefix("tokens").and_then(leading_number) {
-                let scale: u64 = match unit {
-                    "" => 1,
-                    "K" | "k" => 1_000,
-                    "M" | "m" => 1_000_000,
-                    "B" | "b" => 1_000_000_000,
-                    "T" | "t" => 1_000_000_000_000,
-                    _ => continue,
-                };
-                out.tokens = n.checked_mul(scale);
+                out.indexed = lower == "ckpt";
+                step_at = Some(base + at);
+                used = 2;
+            }
+        } else if out.step.is_none() && (lower.starts_with("step") || lower.starts_with("ckpt")) {
+            if let Some((n, "")) = leading_number(&part[4..]) {
+                out.step = Some(n);
+                out.indexed = lower.starts_with("ckpt");
+                step_at = Some(base + at);
+            }
+        } else if lower == "tokens" || lower == "token" {
+            if let Some(n) = next.and_then(|p| count(p, false)) {
+                out.tokens = Some(n);
+                used = 2;
+            }
+        } else if let Some(rest) = lower.strip_prefix("tokens") {
+            if let Some(n) = count(rest, false) {
+                out.tokens = Some(n);
+            }
+        } else if out.step.is_some() && out.tokens.is_none() {
+            // A bare count with a unit after the step is the tokens seen (`step-480k-1T`).
+            if let Some(n) = count(part, true) {
+                out.tokens = Some(n);
             }
         }
-        out
+        i += used;
+    }
+    (out, step_at)
+}
+
+impl RevisionName {
+    /// Parses the training position out of a branch, directory or repository name: Pythia
+    /// `step143000`, OLMo `step1000-tokens4B`, OLMo 2 `stage1-step1000-tokens5B`, SmolLM2
+    /// `step-125000`, LLM360 `ckpt_042` (an index), TinyLlama
+    /// `TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T` (k = thousands of steps, 3T tokens).
+    /// Components are separated by `-` or `_`.
+    pub fn parse(name: &str) -> Self {
+        scan(name).0
     }
 }
 
-/// The part of a name before its `stepN` component (`stage1-` in `stage1-step100-tokens1B`).
-fn stage_prefix(name: &str) -> &str {
-    let mut pos = 0;
-    for part in name.split(['-', '_']) {
-        if part
-            .strip_prefix("step")
-            .and_then(leading_number)
-            .is_some_and(|(_, r)| r.is_empty())
-        {
-            return &name[..pos];
-        }
-        pos += part.len() + 1;
+/// The part of a name before its step component (`stage1-` in `stage1-step100-tokens1B`); the
+/// whole name when it has no step.
+pub fn stage_prefix(name: &str) -> &str {
+    match scan(name).1 {
+        Some(at) => &name[..at],
+        None => name,
     }
-    name
 }
 
 /// One revision of a family.
@@ -100,6 +176,16 @@ impl Revision {
             tokens: parsed.tokens,
             dir,
             commit,
+        }
+    }
+}
+
+/// Turns the checkpoint indices of `ckpt_N` revisions into optimizer steps (`N · steps_per_checkpoint`),
+/// for families whose checkpoints are evenly spaced.
+pub fn scale_checkpoint_steps(revs: &mut [Revision], steps_per_checkpoint: u64) {
+    for r in revs {
+        if RevisionName::parse(&r.name).indexed {
+            r.step = r.step.and_then(|s| s.checked_mul(steps_per_checkpoint));
         }
     }
 }
@@ -205,6 +291,103 @@ pub fn list_revisions(source: &FamilySource) -> Result<Vec<Revision>> {
             .collect(),
     };
     sort_revisions(&mut revs);
+    Ok(revs)
+}
+
+/// A family spread over several hub-cache repositories, one checkpoint each (TinyLlama publishes a
+/// repository per checkpoint). Each entry of `repos` is `ORG/NAME`, `ORG/NAME@REV` (default `main`),
+/// or a glob (`*`, `?`) over the ids of the repositories in the cache, such as
+/// `TinyLlama/TinyLlama-1.1B-intermediate-step-*`. A revision is named by its repository id; its step
+/// is `steps[id]` when the map lists the repository, else parsed from the id ([`RevisionName`]).
+/// Returned in step order. Errors name the entry or key: a glob that matches nothing, a repository
+/// that is not cached, a `steps` key that names no listed repository, a repository without a step,
+/// two repositories at one step.
+pub fn repo_family(
+    repos: &[String],
+    steps: &BTreeMap<String, u64>,
+    cache: Option<&HubCache>,
+) -> Result<Vec<Revision>> {
+    let env_cache;
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            env_cache = HubCache::from_env().ok_or_else(|| LmError::NotFound {
+                spec: repos.join(", "),
+                msg: "no hub cache: set HF_HUB_CACHE or HF_HOME".into(),
+            })?;
+            &env_cache
+        }
+    };
+    // (repository id, revision) in the order given, each once.
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    let mut cached: Option<Vec<String>> = None;
+    for entry in repos {
+        if entry.contains(['*', '?']) {
+            let ids = match &cached {
+                Some(ids) => ids,
+                None => cached.insert(cache.repo_ids()?),
+            };
+            let hits: Vec<&String> = ids
+                .iter()
+                .filter(|id| crate::hub::glob_match(entry, id))
+                .collect();
+            if hits.is_empty() {
+                return Err(LmError::NotFound {
+                    spec: entry.clone(),
+                    msg: format!(
+                        "`repos` pattern matches no repository in the hub cache {}",
+                        cache.root().display()
+                    ),
+                });
+            }
+            wanted.extend(hits.into_iter().map(|id| (id.clone(), None)));
+        } else {
+            let (id, rev) = match entry.rsplit_once('@') {
+                Some((id, rev)) => (id.to_string(), Some(rev.to_string())),
+                None => (entry.clone(), None),
+            };
+            wanted.push((id, rev));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    wanted.retain(|(id, _)| seen.insert(id.clone()));
+    if let Some(key) = steps.keys().find(|k| !seen.contains(*k)) {
+        return Err(LmError::Input(format!(
+            "`steps` names `{key}`, which is not among the family's repositories"
+        )));
+    }
+    let mut revs = Vec::with_capacity(wanted.len());
+    for (id, rev) in wanted {
+        let spec = match &rev {
+            Some(r) => format!("{id}@{r}"),
+            None => id.clone(),
+        };
+        let dir = crate::hub::resolve(&spec, Some(cache))?.dir;
+        let parsed = RevisionName::parse(&id);
+        let step = steps.get(&id).copied().or(parsed.step).ok_or_else(|| {
+            LmError::Input(format!(
+                "repository `{id}`: no step in its name; give it in `steps`"
+            ))
+        })?;
+        let commit = dir.file_name().and_then(|n| n.to_str()).map(str::to_string);
+        revs.push(Revision {
+            name: id,
+            step: Some(step),
+            tokens: parsed.tokens,
+            dir,
+            commit,
+        });
+    }
+    // One training run: order by step alone, whatever the names' prefixes.
+    revs.sort_by(|a, b| (a.step, &a.name).cmp(&(b.step, &b.name)));
+    if let Some(w) = revs.windows(2).find(|w| w[0].step == w[1].step) {
+        return Err(LmError::Input(format!(
+            "repositories `{}` and `{}` are both at step {}",
+            w[0].name,
+            w[1].name,
+            w[0].step.unwrap_or_default()
+        )));
+    }
     Ok(revs)
 }
 
@@ -321,4 +504,103 @@ pub fn duplicate_groups(
     }
     groups.retain(|(_, names)| names.len() > 1);
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(name: &str) -> (Option<u64>, Option<u64>, bool) {
+        let r = RevisionName::parse(name);
+        (r.step, r.tokens, r.indexed)
+    }
+
+    #[test]
+    fn names_of_each_family_give_step_and_tokens() {
+        const B: u64 = 1_000_000_000;
+        // Pythia, OLMo, OLMo 2.
+        assert_eq!(parsed("step143000"), (Some(143_000), None, false));
+        assert_eq!(
+            parsed("step1000-tokens4B"),
+            (Some(1000), Some(4 * B), false)
+        );
+        assert_eq!(
+            parsed("stage1-step1000-tokens5B"),
+            (Some(1000), Some(5 * B), false)
+        );
+        // SmolLM2 branches.
+        assert_eq!(parsed("step-125000"), (Some(125_000), None, false));
+        // LLM360 Amber branches: an index.
+        assert_eq!(parsed("ckpt_000"), (Some(0), None, true));
+        assert_eq!(parsed("ckpt_359"), (Some(359), None, true));
+        // TinyLlama repositories (k = thousands of steps; tokens with b/T, decimals, `token-`).
+        let t = |s: &str| format!("TinyLlama/TinyLlama-1.1B-intermediate-{s}");
+        assert_eq!(
+            parsed(&t("step-1431k-3T")),
+            (Some(1_431_000), Some(3_000 * B), false)
+        );
+        assert_eq!(
+            parsed(&t("step-50K-105b")),
+            (Some(50_000), Some(105 * B), false)
+        );
+        assert_eq!(
+            parsed(&t("step-1195k-token-2.5T")),
+            (Some(1_195_000), Some(2_500 * B), false)
+        );
+        // Not training positions: a size before the step, plain names, malformed steps.
+        assert_eq!(parsed("TinyLlama-1.1B-chat"), (None, None, false));
+        assert_eq!(parsed("main"), (None, None, false));
+        assert_eq!(parsed("step1000x"), (None, None, false));
+        assert_eq!(parsed("step-"), (None, None, false));
+        assert_eq!(parsed("step-12.5"), (None, None, false));
+    }
+
+    fn rev(name: &str) -> Revision {
+        Revision::new(name.to_string(), PathBuf::from(name), None)
+    }
+
+    fn order(names: &[&str]) -> Vec<String> {
+        let mut revs: Vec<Revision> = names.iter().map(|n| rev(n)).collect();
+        sort_revisions(&mut revs);
+        revs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn every_scheme_sorts_in_training_order() {
+        assert_eq!(
+            order(&["main", "ckpt_100", "ckpt_020", "ckpt_3"]),
+            ["ckpt_3", "ckpt_020", "ckpt_100", "main"]
+        );
+        assert_eq!(
+            order(&["step-125000", "step-2000", "main", "step-20000"]),
+            ["step-2000", "step-20000", "step-125000", "main"]
+        );
+        let tiny = [
+            "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T",
+            "TinyLlama/TinyLlama-1.1B-intermediate-step-240k-503b",
+            "TinyLlama/TinyLlama-1.1B-intermediate-step-955k-token-2T",
+            "TinyLlama/TinyLlama-1.1B-intermediate-step-50K-105b",
+        ];
+        assert_eq!(order(&tiny), [tiny[3], tiny[1], tiny[2], tiny[0]]);
+        assert_eq!(
+            order(&[
+                "stage2-step10-tokens1B",
+                "stage1-step200-tokens9B",
+                "stage1-step30-tokens1B"
+            ]),
+            [
+                "stage1-step30-tokens1B",
+                "stage1-step200-tokens9B",
+                "stage2-step10-tokens1B"
+            ]
+        );
+    }
+
+    #[test]
+    fn checkpoint_indices_scale_to_steps() {
+        let mut revs = vec![rev("ckpt_002"), rev("step30"), rev("main")];
+        scale_checkpoint_steps(&mut revs, 500);
+        let steps: Vec<Option<u64>> = revs.iter().map(|r| r.step).collect();
+        assert_eq!(steps, [Some(1000), Some(30), None]);
+    }
 }

@@ -121,3 +121,79 @@ fn unknown_model_type_names_config_and_type() {
         "{msg}"
     );
 }
+
+/// Llama config values this crate does not implement are errors naming the key, in either rotary
+/// spelling; so are missing parameters of a scaled rotary.
+#[test]
+fn llama_unsupported_config_values_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    copy_dir(&fixtures().join("llama-mha-untied-bf16"), &dir);
+    let path = dir.join("config.json");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0})),
+            "`rope_scaling.rope_type` \"yarn\"",
+        ),
+        (
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("rope_scaling");
+                c["rope_parameters"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0});
+            }),
+            "`rope_parameters.rope_type` \"dynamic\"",
+        ),
+        (
+            Box::new(|c| {
+                c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0})
+            }),
+            "`rope_scaling.high_freq_factor`",
+        ),
+        (
+            Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "linear"})),
+            "`rope_scaling.factor`",
+        ),
+        (
+            Box::new(|c| c["sliding_window"] = 4096.into()),
+            "`sliding_window`",
+        ),
+        (
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("rope_scaling");
+                c["rope_parameters"] = serde_json::json!({"partial_rotary_factor": 0.5});
+            }),
+            "`partial_rotary_factor`",
+        ),
+        (
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("num_attention_heads");
+            }),
+            "num_attention_heads",
+        ),
+        (
+            Box::new(|c| c["num_key_value_heads"] = 3.into()),
+            "num_key_value_heads",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut config = original.clone();
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+        let msg = match w2sg_lm::config::ModelConfig::from_dir(&dir) {
+            Ok(_) => panic!("{want}: the config was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains(want),
+            "want {want}: {msg}"
+        );
+    }
+    // An explicit null and a disabled sliding window are fine, as in HF.
+    let mut config = original.clone();
+    config["sliding_window"] = 4096.into();
+    config["use_sliding_window"] = false.into();
+    config["rope_scaling"] = serde_json::Value::Null;
+    std::fs::write(&path, config.to_string()).unwrap();
+    w2sg_lm::config::ModelConfig::from_dir(&dir).unwrap();
+}

@@ -279,6 +279,14 @@ const CASES: &[(&str, &str, Layers, usize)] = &[
     ("olmo2-full", "olmo2", Layers::All, 0),
     ("olmo2-last1", "olmo2", Layers::Last(1), 0),
     ("olmo2-lora4", "olmo2", Layers::All, 4),
+    ("llama-gqa-full", "llama-gqa-llama3-tied", Layers::All, 0),
+    ("llama-gqa-lora4", "llama-gqa-llama3-tied", Layers::All, 4),
+    (
+        "llama-mha-last1",
+        "llama-mha-untied-bf16",
+        Layers::Last(1),
+        0,
+    ),
 ];
 
 /// Per-step loss within 1e-4 relative and the trained head within 1e-3 of HF transformers (+ peft)

@@ -1,15 +1,20 @@
 //! Outputs against HF `transformers` on the fixtures of `scripts/make_lm_fixtures.py`: every hidden
 //! state and the logits of each tiny random model, run as one right-padded batch.
 //!
-//! Tolerances (relative to the largest reference value of each compared tensor): f32 1e-4; bf16 5e-2.
+//! Tolerances (relative to the largest reference value of each compared tensor): f32 1e-4 (Llama 1e-5);
+//! bf16 5e-2.
 
 mod common;
 
 use candle_core::{DType, Device, IndexOp};
-use common::{assert_matches, fixtures, reference, rel_err, texts, BF16_TOL, F32_TOL};
+use common::{
+    assert_matches, compare, copy_dir, fixtures, reference, rel_err, texts, BF16_TOL, F32_TOL,
+};
 use w2sg_lm::config::ModelConfig;
 use w2sg_lm::features::{extract, FeatureOptions, Pooling};
+use w2sg_lm::llama::LlamaVariant;
 use w2sg_lm::model::Model;
+use w2sg_lm::ops::RopeScaling;
 
 /// Pythia's hub config.json (rotary_pct 0.25, rotary_emb_base), parallel residual, 4 heads, one
 /// model.safetensors.
@@ -73,6 +78,72 @@ fn olmo2_matches_transformers() {
     assert_matches(&fixtures().join("olmo2"), "olmo2", DType::F32, F32_TOL);
 }
 
+/// The Llama fixtures are held to 1e-5 (f32 throughout, two layers, no clipping or post-norms).
+const LLAMA_F32_TOL: f32 = 1e-5;
+
+/// Llama: grouped-query attention (4 heads / 2 KV), `head_dim` 12 given (not hidden / heads), llama3
+/// rope scaling in transformers 5's `rope_parameters` with all three frequency bands in use, tied
+/// embeddings, f32 weights.
+#[test]
+fn llama_gqa_llama3_scaling_tied_matches_transformers() {
+    let dir = fixtures().join("llama-gqa-llama3-tied");
+    let ModelConfig::Llama(c) = ModelConfig::from_dir(&dir).unwrap() else {
+        panic!("not Llama")
+    };
+    assert_eq!(c.variant, LlamaVariant::Llama);
+    assert!(c.num_attention_heads == 4 && c.num_key_value_heads == 2 && c.head_dim == 12);
+    assert!(c.tie_word_embeddings && !c.attention_bias && !c.mlp_bias);
+    assert_eq!(
+        c.rope_scaling,
+        RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64.0
+        }
+    );
+    assert_matches(&dir, "llama-gqa-llama3-tied", DType::F32, LLAMA_F32_TOL);
+}
+
+/// Llama: multi-head attention, a transformers-4 config.json (top-level `rope_theta`, legacy
+/// `rope_scaling` `{"type": "linear"}`, no `head_dim` or `num_key_value_heads`), q/k/v/o and MLP
+/// biases, untied head, weights stored in bf16 and computed in f32.
+#[test]
+fn llama_mha_linear_scaling_biases_bf16_weights_matches_transformers() {
+    let dir = fixtures().join("llama-mha-untied-bf16");
+    let ModelConfig::Llama(c) = ModelConfig::from_dir(&dir).unwrap() else {
+        panic!("not Llama")
+    };
+    assert!(c.num_key_value_heads == 4 && c.head_dim == 8 && c.rope_theta == 500.0);
+    assert!(!c.tie_word_embeddings && c.attention_bias && c.mlp_bias && c.rms_norm_eps == 1e-6);
+    assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+    assert_matches(&dir, "llama-mha-untied-bf16", DType::F32, LLAMA_F32_TOL);
+}
+
+/// The rope scaling of each Llama fixture shows in its outputs: read without it (the config edited
+/// to the default rotary), the model misses the reference by far more than the tolerance — so the
+/// tests above would catch scaling that is ignored or wrong.
+#[test]
+fn llama_fixtures_fail_without_their_rope_scaling() {
+    for (name, key) in [
+        ("llama-gqa-llama3-tied", "rope_parameters"),
+        ("llama-mha-untied-bf16", "rope_scaling"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        copy_dir(&fixtures().join(name), &dir);
+        let path = dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let obj = config[key].as_object_mut().unwrap();
+        obj.remove("type");
+        obj.insert("rope_type".into(), "default".into());
+        std::fs::write(&path, config.to_string()).unwrap();
+        let e = compare(&dir, name, DType::F32);
+        assert!(e.hidden > 100.0 * LLAMA_F32_TOL, "{name}: {e:?}");
+    }
+}
+
 /// Every fixture computed in bf16 against the f32 reference.
 #[test]
 fn bf16_matches_transformers_within_bf16_tolerance() {
@@ -83,6 +154,8 @@ fn bf16_matches_transformers_within_bf16_tolerance() {
         ("olmo-hf", "olmo-hf"),
         ("olmo-ai2", "olmo-hf"),
         ("olmo2", "olmo2"),
+        ("llama-gqa-llama3-tied", "llama-gqa-llama3-tied"),
+        ("llama-mha-untied-bf16", "llama-mha-untied-bf16"),
     ] {
         assert_matches(&fixtures().join(dir), reference, DType::BF16, BF16_TOL);
     }
@@ -98,6 +171,8 @@ fn composite_path_matches_transformers() {
         ("olmo-hf", "olmo-hf"),
         ("olmo-ai2", "olmo-hf"),
         ("olmo2", "olmo2"),
+        ("llama-gqa-llama3-tied", "llama-gqa-llama3-tied"),
+        ("llama-mha-untied-bf16", "llama-mha-untied-bf16"),
     ] {
         w2sg_lm::ops::with_composite_ops(|| {
             assert_matches(&fixtures().join(dir), reference, DType::F32, F32_TOL)

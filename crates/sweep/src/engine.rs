@@ -34,7 +34,9 @@ use serde_json::{json, Map, Value};
 
 use w2sg_lm::features::{FeatureOptions, Pooling};
 use w2sg_lm::model::Model;
-use w2sg_lm::revisions::{family_source, fingerprint, list_revisions, Revision};
+use w2sg_lm::revisions::{
+    family_source, fingerprint, list_revisions, repo_family, scale_checkpoint_steps, Revision,
+};
 use w2sg_protocol::key::config_hash;
 use w2sg_protocol::store::{bytes_to_f32s, bytes_to_f64s, f32s_to_bytes, f64s_to_bytes};
 use w2sg_protocol::{
@@ -133,8 +135,19 @@ impl CheckpointRef {
 /// The selected revisions of a family, in training order.
 pub fn family_checkpoints(plan: &Plan, family: &FamilyPlan) -> Result<Vec<CheckpointRef>> {
     let name = plan.family_name(family);
-    let source = family_source(&family.path, None)?;
-    let revs = list_revisions(&source)?;
+    let mut revs = if family.repos.is_empty() {
+        list_revisions(&family_source(&family.path, None)?)?
+    } else {
+        repo_family(&family.repos, &family.steps, None)?
+    };
+    if let Some(k) = family.steps_per_checkpoint {
+        scale_checkpoint_steps(&mut revs, k);
+    }
+    let source_label = if family.repos.is_empty() {
+        family.path.clone()
+    } else {
+        family.repos.join(", ")
+    };
     let stepped: Vec<&Revision> = revs.iter().filter(|r| r.step.is_some()).collect();
     let chosen: Vec<&Revision> = match &family.revisions {
         Revisions::All(_) => stepped,
@@ -154,7 +167,7 @@ pub fn family_checkpoints(plan: &Plan, family: &FamilyPlan) -> Result<Vec<Checkp
                     Some(r) => v.push(r),
                     None => {
                         return Err(Error::Input {
-                            what: format!("family {name} ({})", family.path),
+                            what: format!("family {name} ({source_label})"),
                             problem: format!(
                                 "no revision `{n}` (it has: {})",
                                 preview(revs.iter().map(|r| r.name.as_str()))
@@ -168,7 +181,7 @@ pub fn family_checkpoints(plan: &Plan, family: &FamilyPlan) -> Result<Vec<Checkp
     };
     if chosen.is_empty() {
         return Err(Error::Input {
-            what: format!("family {name} ({})", family.path),
+            what: format!("family {name} ({source_label})"),
             problem: "no revision with a step number (name revisions explicitly to sweep them)"
                 .into(),
         });

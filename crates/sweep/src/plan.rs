@@ -9,6 +9,9 @@
 //! name = "tiny"                        # optional; default: the directory name
 //! path = "out/family/tiny"             # family directory, hub-cache repo directory, or ORG/NAME
 //! revisions = "all"                    # "all", ["step0", "step512"], or { every = 2 }
+//! # repos = ["ORG/NAME-step-50k", "ORG/NAME-step-*"]  # instead of path: one cache repo per checkpoint
+//! # steps = { "ORG/NAME-final" = 1431000 }           # with repos: steps names do not carry
+//! # steps_per_checkpoint = 1000                      # ckpt_N revisions: step = N · this (default 1)
 //!
 //! [weak]
 //! model = "out/family/weak@step1000"   # PATH, PATH@REVISION, ORG/NAME@REVISION
@@ -49,6 +52,7 @@
 //! the file and the key: a typo must never silently run a different sweep. Relative paths are relative
 //! to the plan file's directory, so a plan and its data travel together.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -113,8 +117,21 @@ pub struct FamilyPlan {
     #[serde(default)]
     pub name: Option<String>,
     /// A family directory (one sub-directory per revision), a hub-cache repository directory, or an
-    /// `ORG/NAME` repository in the hub cache.
+    /// `ORG/NAME` repository in the hub cache. Empty when the family lists `repos`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// Instead of `path`: one hub-cache repository per checkpoint, as `ORG/NAME`, `ORG/NAME@REV` or
+    /// a glob over the cached repository ids (`ORG/NAME-step-*`); see
+    /// [`w2sg_lm::revisions::repo_family`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<String>,
+    /// With `repos`: the step of a repository whose name does not carry it (`{ "ORG/X" = 50000 }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, u64>,
+    /// Optimizer steps per checkpoint of index-named revisions (LLM360's `ckpt_N`); without it the
+    /// step is the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_checkpoint: Option<u64>,
     #[serde(default)]
     pub revisions: Revisions,
     /// Compute dtype: "f32" (default) or "bf16".
@@ -319,7 +336,9 @@ impl Plan {
             }
         };
         for f in &mut self.families {
-            f.path = resolve(&f.path);
+            if !f.path.is_empty() {
+                f.path = resolve(&f.path);
+            }
         }
         self.weak.model = resolve(&self.weak.model);
         for t in &mut self.tasks {
@@ -361,6 +380,42 @@ impl Plan {
         }
         let mut names = std::collections::BTreeSet::new();
         for f in &self.families {
+            match (f.path.is_empty(), f.repos.is_empty()) {
+                (true, true) => {
+                    return Err(
+                        "a [[family]] needs `path = \"...\"` or `repos = [\"ORG/NAME\", ...]`"
+                            .into(),
+                    )
+                }
+                (false, false) => {
+                    return Err(format!(
+                        "family `{}`: `path` and `repos` both given: choose one",
+                        f.path
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(bad) = f.repos.iter().find(|r| {
+                let head = r.rsplit_once('@').map_or(r.as_str(), |(h, _)| h);
+                !w2sg_lm::hub::is_repo_id(&head.replace(['*', '?'], "x"))
+            }) {
+                return Err(format!(
+                    "family `{}`: `repos` entry \"{bad}\" is not ORG/NAME, ORG/NAME@REV or a glob over ORG/NAME ids",
+                    self.family_name(f)
+                ));
+            }
+            if !f.steps.is_empty() && f.repos.is_empty() {
+                return Err(format!(
+                    "family `{}`: `steps` goes with `repos` (a family of one repository per checkpoint)",
+                    f.path
+                ));
+            }
+            if f.steps_per_checkpoint == Some(0) {
+                return Err(format!(
+                    "family `{}`: `steps_per_checkpoint` must be at least 1",
+                    self.family_name(f)
+                ));
+            }
             if let Revisions::All(s) = &f.revisions {
                 if s != "all" {
                     return Err(format!(
@@ -506,14 +561,29 @@ impl Plan {
         self.train.mode.list().iter().any(|m| m == "finetune")
     }
 
-    /// The label of a family.
+    /// The label of a family: its `name`, else the last path component, else (`repos`) the first
+    /// repository's name up to its step (`TinyLlama-1.1B-intermediate`).
     pub fn family_name(&self, f: &FamilyPlan) -> String {
-        f.name.clone().unwrap_or_else(|| {
-            Path::new(&f.path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| f.path.clone())
-        })
+        if let Some(n) = &f.name {
+            return n.clone();
+        }
+        if f.path.is_empty() {
+            let first = f.repos.first().map_or("", |r| r.as_str());
+            let name = first.rsplit('/').next().unwrap_or(first);
+            // A glob's fixed head, or a name's part before its step.
+            let head = name.split(['*', '?']).next().unwrap_or(name);
+            let mut label = w2sg_lm::revisions::stage_prefix(head).trim_end_matches(['-', '_']);
+            for tail in ["step", "ckpt"] {
+                if label.to_ascii_lowercase().ends_with(tail) {
+                    label = label[..label.len() - tail.len()].trim_end_matches(['-', '_']);
+                }
+            }
+            return if label.is_empty() { first } else { label }.to_string();
+        }
+        Path::new(&f.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.path.clone())
     }
 
     /// Mini-batch settings of a student trained with `loss` (not xent, which uses the L-BFGS probe).

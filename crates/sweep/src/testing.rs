@@ -216,4 +216,92 @@ pub fn merge_command(
 /// `w2sg sweep report`.
 pub fn report_command(plan: &Path, out: &Path) -> crate::Result<()> {
     crate::Session::open(plan)?.report(out).map(|_| ())
+
+/// Lays out tiny random Llama checkpoints in a hub cache the way TinyLlama publishes a family: one
+/// repository per checkpoint, `models--{org}--{name}` with `refs/main`, a snapshot whose
+/// `model.safetensors` links into `blobs/` under its sha256, `config.json` and a copy of
+/// `tokenizer` (its vocabulary is `vocab`). `checkpoints` are (repository name, weight seed): equal
+/// seeds give identical weights, a duplicate. Returns the repository ids (`org/name`).
+pub fn write_llama_repos(
+    cache: &Path,
+    org: &str,
+    checkpoints: &[(&str, u64)],
+    tokenizer: &Path,
+    vocab: usize,
+) -> Vec<String> {
+    use candle_core::{Device, Tensor};
+    use sha2::{Digest, Sha256};
+
+    let (h, layers, heads, kv, hd, inter) = (16usize, 2usize, 4usize, 2usize, 4usize, 24usize);
+    let config = serde_json::json!({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
+        "hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd,
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        "rope_theta": 10000.0, "torch_dtype": "float32",
+    });
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut ids = Vec::new();
+    for &(name, seed) in checkpoints {
+        let mut rng = SplitMix64::new(seed);
+        let mut tensor = |shape: &[usize], std: f64, mean: f64| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| (mean + std * rng.next_normal()) as f32)
+                .collect();
+            Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+        };
+        let mut named = vec![(
+            "model.embed_tokens.weight".to_string(),
+            tensor(&[vocab, h], 1.0, 0.0),
+        )];
+        for i in 0..layers {
+            let p = format!("model.layers.{i}");
+            for (n, rows, cols) in [
+                ("self_attn.q_proj", heads * hd, h),
+                ("self_attn.k_proj", kv * hd, h),
+                ("self_attn.v_proj", kv * hd, h),
+                ("self_attn.o_proj", h, heads * hd),
+                ("mlp.gate_proj", inter, h),
+                ("mlp.up_proj", inter, h),
+                ("mlp.down_proj", h, inter),
+            ] {
+                named.push((format!("{p}.{n}.weight"), tensor(&[rows, cols], 0.2, 0.0)));
+            }
+            for n in ["input_layernorm", "post_attention_layernorm"] {
+                named.push((format!("{p}.{n}.weight"), tensor(&[h], 0.1, 1.0)));
+            }
+        }
+        named.push(("model.norm.weight".to_string(), tensor(&[h], 0.1, 1.0)));
+
+        let repo = cache.join(format!("models--{org}--{name}"));
+        let blobs = repo.join("blobs");
+        std::fs::create_dir_all(&blobs).expect("blobs directory");
+        let staged = blobs.join("staged.safetensors");
+        let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        w2sg_lm::checkpoint::write_safetensors(&staged, &refs, &meta).expect("weights written");
+        let sha = hex(&Sha256::digest(
+            std::fs::read(&staged).expect("weights read"),
+        ));
+        std::fs::rename(&staged, blobs.join(&sha)).expect("blob named");
+        let commit = hex(&Sha256::digest(format!("{name}{sha}").as_bytes()))[..40].to_string();
+        let snapshot = repo.join("snapshots").join(&commit);
+        std::fs::create_dir_all(&snapshot).expect("snapshot directory");
+        std::fs::create_dir_all(repo.join("refs")).expect("refs directory");
+        std::fs::write(repo.join("refs/main"), &commit).expect("ref written");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{sha}"),
+            snapshot.join("model.safetensors"),
+        )
+        .expect("weights linked");
+        #[cfg(not(unix))]
+        std::fs::copy(blobs.join(&sha), snapshot.join("model.safetensors")).expect("weights");
+        std::fs::write(snapshot.join("config.json"), config.to_string()).expect("config");
+        std::fs::copy(tokenizer, snapshot.join("tokenizer.json")).expect("tokenizer");
+        ids.push(format!("{org}/{name}"));
+    }
+    ids
 }

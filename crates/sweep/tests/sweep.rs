@@ -447,3 +447,126 @@ fn bad_finetune_settings_are_plan_errors_naming_the_key() {
     let e = run_command(&path, &scratch("bad-mode"), &opts(ShardSpec::all())).unwrap_err();
     assert!(e.to_string().contains("train.mode"), "{e}");
 }
+
+/// A family of one hub-cache repository per checkpoint (TinyLlama's layout) of Llama models: `repos`
+/// lists a glob and a repository whose step comes from `steps`; the checkpoints sweep in step order,
+/// and two repositories with the same weights are reported as duplicates (one fingerprint), as
+/// duplicate branches are.
+#[test]
+fn a_family_of_cache_repositories_of_llama_checkpoints_sweeps_in_step_order() {
+    let f = copy_fixture("llama-repos");
+    let cache = f.dir.join("hub");
+    let ids = w2sg_sweep::testing::write_llama_repos(
+        &cache,
+        "w2sg",
+        &[
+            ("tiny-llama-step-2k-4b", 2),
+            ("tiny-llama-step-1k-2b", 1),
+            ("tiny-llama-step-3k-6b", 3),
+            ("tiny-llama-final", 3),
+            ("other-llama-step-9k", 9),
+        ],
+        &f.weak.join("tokenizer.json"),
+        300,
+    );
+    assert_eq!(ids.len(), 5);
+    // Only this test reads the hub cache; the others name local paths.
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    let plan = f.dir.join("llama.toml");
+    std::fs::write(
+        &plan,
+        r#"
+seeds = [0]
+losses = ["xent"]
+
+[[family]]
+repos = ["w2sg/tiny-llama-step-*", "w2sg/tiny-llama-final"]
+steps = { "w2sg/tiny-llama-final" = 4000 }
+
+[weak]
+model = "weak@step8"
+
+[[task]]
+jsonl = "task.jsonl"
+
+[features]
+pooling = "mean"
+batch_size = 16
+
+[pgr]
+bootstrap = 50
+"#,
+    )
+    .unwrap();
+    let out = f.dir.join("out");
+    let s = run_command(&plan, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(s.checkpoints, 4);
+    // 4 checkpoints × (features + ceiling + xent student) + weak features + weak labels.
+    assert_eq!(s.units_done, 4 * 3 + 2);
+    assert_eq!(s.units_failed, 0);
+    let rows = read_csv(&out.join("results.csv"));
+    let order: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["family"].as_str(),
+                r["revision"].as_str(),
+                r["step"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("tiny-llama", "w2sg/tiny-llama-step-1k-2b", "1000"),
+            ("tiny-llama", "w2sg/tiny-llama-step-2k-4b", "2000"),
+            ("tiny-llama", "w2sg/tiny-llama-step-3k-6b", "3000"),
+            ("tiny-llama", "w2sg/tiny-llama-final", "4000"),
+        ]
+    );
+    // The duplicate's numbers are its twin's, and the family's duplicate groups name the pair.
+    let acc = |i: usize| num(&rows[i], "acc_ceiling").unwrap();
+    assert_eq!(acc(2), acc(3));
+    let repos = ["w2sg/tiny-llama-*".to_string()];
+    let cache = w2sg_lm::hub::HubCache::new(&cache);
+    let revs = w2sg_lm::revisions::repo_family(
+        &repos,
+        &[("w2sg/tiny-llama-final".to_string(), 4000)].into(),
+        Some(&cache),
+    )
+    .unwrap();
+    let fps = w2sg_lm::revisions::fingerprints(&revs, &mut |_| {});
+    let groups = w2sg_lm::revisions::duplicate_groups(&revs, &fps);
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        groups[0].1,
+        ["w2sg/tiny-llama-step-3k-6b", "w2sg/tiny-llama-final"]
+    );
+
+    // Plan errors name the key.
+    for (family, want) in [
+        ("repos = [\"w2sg/none-*\"]", "matches no repository"),
+        (
+            "repos = [\"w2sg/tiny-llama-final\"]",
+            "no step in its name; give it in `steps`",
+        ),
+        (
+            "repos = [\"w2sg/tiny-llama-step-*\"]\nsteps = { \"w2sg/typo\" = 5 }",
+            "`steps` names `w2sg/typo`",
+        ),
+        (
+            "path = \"strong\"\nrepos = [\"w2sg/tiny-llama-final\"]",
+            "`path` and `repos` both given",
+        ),
+        ("repos = [\"not a repo\"]", "`repos` entry \"not a repo\""),
+    ] {
+        let text = std::fs::read_to_string(&plan).unwrap().replace(
+            "repos = [\"w2sg/tiny-llama-step-*\", \"w2sg/tiny-llama-final\"]\nsteps = { \"w2sg/tiny-llama-final\" = 4000 }",
+            family,
+        );
+        let bad = f.dir.join("bad-llama.toml");
+        std::fs::write(&bad, text).unwrap();
+        let e = run_command(&bad, &f.dir.join("out-bad"), &opts(ShardSpec::all())).unwrap_err();
+        assert!(e.to_string().contains(want), "want {want}: {e}");
+    }
+}

@@ -1,5 +1,5 @@
-//! What the lm benchmarks share: a random-weight checkpoint of Pythia-70m's shape, the Python peer's
-//! interpreter, and the measurements every child process reports.
+//! What the lm benchmarks share: random-weight checkpoints of Pythia-70m's and SmolLM2-135M's shapes,
+//! the Python peer's interpreter, and the measurements every child process reports.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -72,6 +72,65 @@ pub fn write_model(dir: &Path) {
         "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": HEADS,
         "num_hidden_layers": LAYERS, "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false,
         "torch_dtype": "float32", "use_cache": true, "use_parallel_residual": true, "vocab_size": VOCAB
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/neox-parallel-rot25/tokenizer.json");
+    std::fs::copy(tok, dir.join("tokenizer.json")).unwrap();
+}
+
+/// Writes a random-weight Llama checkpoint of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads
+/// with 3 KV heads, MLP 1536, vocabulary 49152, tied embeddings, rope base 100000; f32 safetensors,
+/// 540 MB) with the fixtures' tokenizer into `dir`.
+pub fn write_llama_model(dir: &Path) {
+    const L: usize = 30;
+    const H: usize = 576;
+    const KV_DIM: usize = 3 * 64;
+    const M: usize = 1536;
+    const V: usize = 49152;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng(0x5EED_11A4_A135_0001);
+    let mut rand = |shape: &[usize]| {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.uniform(0.035)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
+    t.insert("model.embed_tokens.weight".into(), rand(&[V, H]));
+    t.insert("model.norm.weight".into(), ones(H));
+    for i in 0..L {
+        let p = format!("model.layers.{i}");
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            t.insert(format!("{p}.{norm}.weight"), ones(H));
+        }
+        for (name, out, inp) in [
+            ("self_attn.q_proj", H, H),
+            ("self_attn.k_proj", KV_DIM, H),
+            ("self_attn.v_proj", KV_DIM, H),
+            ("self_attn.o_proj", H, H),
+            ("mlp.gate_proj", M, H),
+            ("mlp.up_proj", M, H),
+            ("mlp.down_proj", H, M),
+        ] {
+            t.insert(format!("{p}.{name}.weight"), rand(&[out, inp]));
+        }
+    }
+    let list: Vec<(&str, &Tensor)> = t.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(&dir.join("model.safetensors"), &list, &meta).unwrap();
+    // SmolLM2-135M's hub config.json (the keys that shape the model).
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "silu",
+        "hidden_size": H, "initializer_range": 0.041666666666666664, "intermediate_size": M,
+        "max_position_embeddings": 8192, "model_type": "llama", "num_attention_heads": 9,
+        "num_hidden_layers": L, "num_key_value_heads": 3, "pretraining_tp": 1, "rms_norm_eps": 1e-5,
+        "rope_scaling": null, "rope_theta": 100000, "tie_word_embeddings": true, "torch_dtype": "float32",
+        "use_cache": true, "vocab_size": V
     });
     std::fs::write(
         dir.join("config.json"),

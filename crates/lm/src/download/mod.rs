@@ -121,29 +121,7 @@ impl std::str::FromStr for Revisions {
     }
 }
 
-/// `fnmatch`-style matching as `huggingface_hub`'s `allow_patterns`: `*` matches any run of
-/// characters (slashes included), `?` one character.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+pub use crate::hub::glob_match;
 
 /// The files w2sg needs from a revision: config, tokenizer, and one weights format (safetensors
 /// preferred, as `transformers` does; Pythia branches carry both, which would double the download).

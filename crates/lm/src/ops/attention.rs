@@ -32,6 +32,7 @@ use rayon::prelude::*;
 
 use super::linear::{linear_bwd, linear_fwd};
 use super::math::exp_shifted_sum;
+use super::rope::{inv_freq, RopeScaling};
 use super::{cpu_f32, f32_slice, gemm, Mat, SyncPtr, Threads};
 
 /// Queries per block: a block of queries r0..r1 only needs keys 0..r1, which skips 3/8 of the
@@ -76,10 +77,17 @@ pub struct RotaryTables {
 impl RotaryTables {
     /// HF's default rotary: inv_freq = 1 / θ^(2i/rd) in f32.
     pub fn new(rd: usize, theta: f64, max_pos: usize) -> candle_core::Result<Self> {
-        let inv: Vec<f32> = (0..rd / 2)
-            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rd as f32))
-            .collect();
-        Self::from_inv_freq(&inv, max_pos)
+        Self::scaled(rd, theta, RopeScaling::None, max_pos)
+    }
+
+    /// Rotary with scaled frequencies ([`super::rope::inv_freq`]).
+    pub fn scaled(
+        rd: usize,
+        theta: f64,
+        scaling: RopeScaling,
+        max_pos: usize,
+    ) -> candle_core::Result<Self> {
+        Self::from_inv_freq(&inv_freq(rd, theta, scaling), max_pos)
     }
 
     /// Tables from given inverse frequencies (rd = 2 · len).

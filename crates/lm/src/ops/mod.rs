@@ -34,12 +34,14 @@ mod linear;
 mod loss;
 mod math;
 mod norm;
+mod rope;
 mod swiglu;
 
 pub use attention::{attention, qkv_attention, AttentionSpec, QkvLayout, RotaryTables};
 pub use linear::{activation, add3, linear, Activation};
 pub use loss::head_cross_entropy;
 pub use norm::{layer_norm, rms_norm};
+pub use rope::{inv_freq, RopeScaling};
 pub use swiglu::swiglu;
 
 use candle_core::{CpuStorage, Layout, Tensor};
