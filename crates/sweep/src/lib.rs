@@ -14,6 +14,7 @@ pub mod cli;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod fetch;
 pub mod finetune;
 pub mod outputs;
 pub mod plan;
