@@ -13,7 +13,10 @@
 //!   its key includes the weak-labels unit's key). Blob: probabilities on the test set.
 //!
 //! ## Order, failure and resume
-//! Checkpoints run in training order; for each, its features then its probes, seed by seed. A unit
+//! The weak model's units run first, on every task. Then checkpoints run in training order; for each,
+//! every task in turn: its features, then its probes, seed by seed (so a checkpoint's weights are
+//! needed over one stretch of the run: [`crate::fetch`] downloads them at its first unit and, with
+//! `keep_weights = false`, deletes them after its last). A unit
 //! that fails (a corrupt checkpoint file, an unreadable tokenizer, a diverging fit, even a panic) is
 //! committed as failed with its message, the units that need its output are skipped, and the sweep
 //! goes on; the command exits 1 at the end. Nothing is ever half-written: a unit's row and blob are
