@@ -82,13 +82,15 @@ pub fn release_weights(snapshot: &Path) -> Result<Released> {
         std::fs::remove_file(f).map_err(|e| LmError::io(f, e))?;
         out.links += 1;
     }
-    let still_linked = linked_blobs(&repo)?;
     for blob in targets {
         let name = blob
             .file_name()
             .map(|n| n.to_os_string())
             .unwrap_or_default();
-        if still_linked.contains(&name) {
+        // Under the blob's lock, as downloads link it: a blob another snapshot links to (or is
+        // being linked to right now) stays.
+        let _lock = crate::hub::lock_blob(&repo, &name.to_string_lossy())?;
+        if linked_blobs(&repo)?.contains(&name) {
             continue;
         }
         if let Ok(meta) = std::fs::metadata(&blob) {

@@ -410,6 +410,10 @@ fn fetch_files(
             )));
         }
         let blob = blobs.join(&f.etag);
+        // Checked, fetched and linked under the blob's lock: another process (a shard sharing the
+        // cache, huggingface_hub) may be fetching it, or deleting it (`keep_weights = false`).
+        let _lock = crate::hub::lock_blob(&repo_dir, &f.etag)
+            .map_err(|e| DownloadError::Input(e.to_string()))?;
         let complete = std::fs::metadata(&blob).is_ok_and(|m| m.len() == f.size);
         if complete {
             out.cached += 1;
