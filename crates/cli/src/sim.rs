@@ -10,7 +10,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use w2sg_sim::config::Plan;
-use w2sg_sim::engine::{run_cost, simulate_all};
+use w2sg_sim::engine::simulate_all;
 use w2sg_sim::outdir::OutDir;
 use w2sg_sim::output::{simulation_tables, theory_tables, Files};
 use w2sg_sim::prediction::predict;
@@ -109,12 +109,8 @@ fn sim_run(config: Option<&Path>, out: &Path, threads: usize) -> ExitCode {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let jobs: Vec<_> = plan
-        .grid
-        .iter()
-        .flat_map(|g| plan.seeds.iter().map(move |&s| (&g.config, s)))
-        .collect();
-    let total: u64 = jobs.iter().map(|(c, _)| run_cost(c)).sum();
+    let jobs = plan.jobs();
+    let total = plan.cost();
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {percent:>3}% samples {human_pos}/{human_len} ({per_sec}, eta {eta})")

@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 use w2sg_sweep::testing::fixture;
 
 fn sha256_hex(path: &Path) -> String {
-    format!("{:x}", Sha256::digest(std::fs::read(path).unwrap()))
+    Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -511,4 +514,237 @@ fn download_share_the_cache_with_huggingface_hub_and_resume() {
     assert!(reqs
         .iter()
         .any(|r| r["path"].as_str().unwrap().starts_with("/lfs/")));
+}
+
+/// The plan of the fixture with its strong family taken from the hub as `test/strong` (and `extra`
+/// keys on the family); the weak model stays the local directory.
+fn hub_plan(f: &w2sg_sweep::testing::Fixture, file: &str, extra: &str) -> PathBuf {
+    let path = f.dir.join(file);
+    std::fs::write(
+        &path,
+        w2sg_sweep::testing::PLAN.replace(
+            "path = \"strong\"",
+            &format!("name = \"strong\"\npath = \"test/strong\"\n{extra}"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn sweep(cache: &Path, endpoint: Option<&str>, plan: &Path, out: &Path, extra: &[&str]) -> Output {
+    w2sg(cache, endpoint)
+        .arg("sweep")
+        .arg(plan)
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    o
+}
+
+/// The store's content digest and its unit keys.
+fn store_identity(db: &Path) -> (String, Vec<String>) {
+    let store = w2sg_protocol::Store::open(db).unwrap();
+    let keys = store
+        .records(None)
+        .unwrap()
+        .iter()
+        .map(|r| r.key.as_str().to_string())
+        .collect();
+    (store.digest().unwrap(), keys)
+}
+
+/// Commits whose snapshot in `cache` holds weights.
+fn with_weights(cache: &Path) -> std::collections::BTreeSet<String> {
+    let snaps = cache.join("models--test--strong/snapshots");
+    std::fs::read_dir(&snaps)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("model.safetensors").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn download_sweeps_fetch_weights_when_needed_and_release_them() {
+    let Some(py) = python() else {
+        eprintln!("SKIPPED: no python3 to run the stand-in hub");
+        return;
+    };
+    let root = scratch("sweep");
+    let f = fixture(&root.join("fixture"));
+    let server = Server::start(&root.join("server"), &[("test/strong", &f.strong)], &[]);
+    let ep = server.endpoint();
+    let stepped: std::collections::BTreeSet<String> = server_refs(&server, "test/strong")
+        .into_iter()
+        .filter(|(b, _)| b != "main")
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(stepped.len(), 9);
+    let weight_shas: std::collections::BTreeSet<String> = std::fs::read_dir(&f.strong)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("model.safetensors"))
+        .filter(|p| p.is_file())
+        .map(|p| sha256_hex(&p))
+        .collect();
+
+    // The reference: a sweep over a cache filled beforehand by `lm download`, offline.
+    let cache_ref = root.join("cache-ref");
+    run(w2sg(&cache_ref, Some(&ep)).args(["lm", "download", "test/strong", "--revisions", "all"]));
+    let plain = hub_plan(&f, "plain.toml", "");
+    let ref_out = root.join("ref");
+    ok(sweep(&cache_ref, None, &plain, &ref_out, &[]));
+    let reference = csv_rows(&ref_out.join("results.csv"));
+    assert_eq!(reference.len(), 18);
+    let ref_store = store_identity(&ref_out.join("results.sqlite"));
+
+    // download = true from an empty cache: the same results under the same unit keys.
+    let dl = hub_plan(&f, "download.toml", "download = true");
+    let cache_dl = root.join("cache-dl");
+    let out = root.join("dl");
+    ok(sweep(&cache_dl, Some(&ep), &dl, &out, &[]));
+    assert_eq!(csv_rows(&out.join("results.csv")), reference);
+    assert_eq!(store_identity(&out.join("results.sqlite")), ref_store);
+    assert_eq!(with_weights(&cache_dl), stepped);
+
+    // keep_weights = false: same results and keys; no weights of a finished revision stay; a rerun
+    // (offline: it could not fetch them if it tried) runs nothing and writes the same results.
+    let rel = hub_plan(&f, "release.toml", "download = true\nkeep_weights = false");
+    let cache_rel = root.join("cache-rel");
+    let out = root.join("rel");
+    ok(sweep(&cache_rel, Some(&ep), &rel, &out, &[]));
+    assert_eq!(csv_rows(&out.join("results.csv")), reference);
+    assert_eq!(store_identity(&out.join("results.sqlite")), ref_store);
+    let repo = cache_rel.join("models--test--strong");
+    let blobs: Vec<String> = std::fs::read_dir(repo.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!blobs.is_empty());
+    assert!(
+        blobs.iter().all(|b| !weight_shas.contains(b)),
+        "weight blobs left: {blobs:?}"
+    );
+    assert!(with_weights(&cache_rel).is_empty());
+    for c in &stepped {
+        assert!(repo.join("snapshots").join(c).join("config.json").is_file());
+    }
+    ok(sweep(&cache_rel, None, &rel, &out, &[]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(report["report"]["units_done"], 0, "{report}");
+    assert_eq!(report["report"]["units_failed"], 0, "{report}");
+    assert_eq!(csv_rows(&out.join("results.csv")), reference);
+    assert_eq!(store_identity(&out.join("results.sqlite")), ref_store);
+    // The cache is still one huggingface_hub reads without complaint (no dangling link).
+    if let Ok(py) = huggingface_hub() {
+        let o = run(Command::new(py)
+            .env("HF_HUB_CACHE", &cache_rel)
+            .arg("-c")
+            .arg(
+                "from huggingface_hub import scan_cache_dir\n\
+                 r = scan_cache_dir()\n\
+                 print(len(r.warnings), len(r.repos))\n",
+            ));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0 1");
+    }
+
+    // Shards: each fetches only its own revisions' weights; merged, the results are the same.
+    let shard_out = root.join("shards");
+    let mut fetched = Vec::new();
+    for i in 0..2 {
+        let cache = root.join(format!("cache-shard{i}"));
+        ok(sweep(
+            &cache,
+            Some(&ep),
+            &dl,
+            &shard_out,
+            &["--shard", &format!("{i}/2")],
+        ));
+        fetched.push(with_weights(&cache));
+    }
+    assert!(
+        !fetched[0].is_empty() && !fetched[1].is_empty(),
+        "{fetched:?}"
+    );
+    assert!(fetched[0].is_disjoint(&fetched[1]), "{fetched:?}");
+    assert_eq!(&fetched[0] | &fetched[1], stepped);
+    run(w2sg(&root.join("cache-shard0"), Some(&ep))
+        .args(["sweep", "merge"])
+        .arg(&dl)
+        .arg("--out")
+        .arg(&shard_out));
+    assert_eq!(csv_rows(&shard_out.join("results.csv")), reference);
+
+    // A server error on one revision's weights fails that revision; the rest complete; exit 1.
+    let failing = Server::start(
+        &root.join("failing"),
+        &[("test/strong", &f.strong)],
+        &["--fail-branch", "step12"],
+    );
+    let out = root.join("failed");
+    let o = sweep(
+        &root.join("cache-fail"),
+        Some(&failing.endpoint()),
+        &dl,
+        &out,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("step12"), "{}", stderr(&o));
+    let rows = csv_rows(&out.join("results.csv"));
+    assert_eq!(rows.len(), reference.len());
+    for (got, want) in rows.iter().zip(&reference) {
+        if got[4] == "step12" {
+            assert_eq!(got[7], "failed", "{got:?}");
+            assert!(got[8].contains("HTTP 500"), "{got:?}");
+        } else {
+            assert_eq!(got, want);
+        }
+    }
+    drop(failing);
+
+    // Offline with nothing cached: a clear error, before anything runs.
+    let o = sweep(
+        &root.join("cache-empty"),
+        None,
+        &dl,
+        &root.join("offline"),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("HF_HUB_OFFLINE") && stderr(&o).contains("test/strong"),
+        "{}",
+        stderr(&o)
+    );
+    // keep_weights = false on a directory of the user's own: a plan error, nothing deleted.
+    let own = f.dir.join("own.toml");
+    std::fs::write(
+        &own,
+        w2sg_sweep::testing::PLAN.replace(
+            "path = \"strong\"",
+            "path = \"strong\"\nkeep_weights = false",
+        ),
+    )
+    .unwrap();
+    let o = sweep(&cache_ref, None, &own, &root.join("own"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("keep_weights"), "{}", stderr(&o));
+    assert!(f.strong.join("step12/model.safetensors").is_file());
+    let _ = py;
 }

@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 /// Which client fetches a package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registry {
@@ -107,18 +105,8 @@ impl DataError {
     }
 }
 
-/// sha256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    Ok(sha256_hex(&bytes))
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+/// sha256 of bytes, as lowercase hex.
+pub use w2sg_fsio::sha256_hex;
 
 /// Where archives are looked for and fetched to.
 #[derive(Clone, Debug)]
@@ -250,7 +238,7 @@ impl ArchiveStore {
 }
 
 fn verify(path: &Path, archive: &Archive) -> Result<(), DataError> {
-    let actual = sha256_file(path)?;
+    let actual = w2sg_fsio::file_sha256(path).map_err(|e| DataError::io(path, e))?;
     if actual != archive.sha256 {
         return Err(DataError::Checksum {
             path: path.to_path_buf(),

@@ -12,9 +12,14 @@
 //! - [`test_abort_point`]: the parser of the test-only fault hook `W2SG_TEST_ABORT_AT`, with which the
 //!   kill and crash tests interrupt real child processes at a named point.
 //!
-//! Standard library only, so that the lowest crates (sim) can depend on it.
+//! - [`file_sha256`], [`sha256_hex`]: the one sha256 of a file (streamed) and of bytes, as lowercase
+//!   hex, that every crate identifying content by hash uses.
+//!
+//! Standard library and `sha2` only, so that the lowest crates (sim) can depend on it.
 
-use std::io::Write;
+use std::io::{Read, Write};
+
+pub use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,6 +79,40 @@ pub fn available_memory() -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024.0)
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The sha256 of a file's contents, lowercase hex, read in 1 MiB chunks (a weights file is never
+/// held in memory whole).
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    update_sha256(&mut h, path)?;
+    Ok(hex(&h.finalize()))
+}
+
+/// Feeds a file's contents to `hasher` (for a hash that continues past the file, as a resumed
+/// download's); returns the bytes read.
+pub fn update_sha256(hasher: &mut Sha256, path: &Path) -> std::io::Result<u64> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Bytes as lowercase hex (a digest's usual spelling).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a lock could not be taken.

@@ -64,8 +64,15 @@ pub struct WeightFiles {
 impl WeightFiles {
     /// Finds the weight files in `dir`, in HF's order of preference.
     pub fn find(dir: &Path) -> Result<Self> {
+        Self::find_with(dir, &|p: &Path| p.is_file())
+    }
+
+    /// [`WeightFiles::find`] with `exists` deciding which weight files are there (shard indexes are
+    /// still read from `dir`): lets a downloader name the files a revision's loader would read from
+    /// the hub's file list, before fetching them.
+    pub fn find_with(dir: &Path, exists: &dyn Fn(&Path) -> bool) -> Result<Self> {
         let single = dir.join("model.safetensors");
-        if single.is_file() {
+        if exists(&single) {
             return Ok(WeightFiles {
                 format: WeightFormat::Safetensors,
                 files: vec![single],
@@ -74,7 +81,7 @@ impl WeightFiles {
         }
         let index = dir.join("model.safetensors.index.json");
         if index.is_file() {
-            let files = shard_files(dir, &index)?;
+            let files = shard_files(dir, &index, exists)?;
             return Ok(WeightFiles {
                 format: WeightFormat::ShardedSafetensors,
                 files,
@@ -82,7 +89,7 @@ impl WeightFiles {
             });
         }
         let bin = dir.join("pytorch_model.bin");
-        if bin.is_file() {
+        if exists(&bin) {
             return Ok(WeightFiles {
                 format: WeightFormat::PytorchBin,
                 files: vec![bin],
@@ -91,7 +98,7 @@ impl WeightFiles {
         }
         let index = dir.join("pytorch_model.bin.index.json");
         if index.is_file() {
-            let files = shard_files(dir, &index)?;
+            let files = shard_files(dir, &index, exists)?;
             return Ok(WeightFiles {
                 format: WeightFormat::ShardedPytorchBin,
                 files,
@@ -111,7 +118,7 @@ impl WeightFiles {
 }
 
 /// The distinct shard files named by an index's `weight_map`, in order of first appearance.
-fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+fn shard_files(dir: &Path, index: &Path, exists: &dyn Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| LmError::io(index, e))?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| LmError::weights(index, format!("invalid JSON: {e}")))?;
@@ -135,7 +142,7 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
         }
         let path = dir.join(file);
         if !files.contains(&path) {
-            if !path.is_file() {
+            if !exists(&path) {
                 return Err(LmError::weights(
                     index,
                     format!("shard `{file}` (holding tensor `{tensor}`) is missing"),

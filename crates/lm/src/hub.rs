@@ -119,6 +119,51 @@ impl HubCache {
     }
 }
 
+/// An exclusive lock on one blob of a cache repository, held until dropped: the lock file
+/// `<cache>/.locks/models--ORG--NAME/<blob>.lock` that huggingface_hub takes too (an `flock`), so
+/// shards of a sweep sharing a cache, and Python's HF tools beside them, never write the same blob
+/// at once, nor delete one another process is linking.
+pub struct BlobLock {
+    _file: std::fs::File,
+}
+
+/// Waits for and takes the lock of blob `name` of the cache repository directory `repo_dir`.
+pub fn lock_blob(repo_dir: &Path, name: &str) -> Result<BlobLock> {
+    let root = repo_dir.parent().unwrap_or(Path::new("."));
+    let repo = repo_dir.file_name().unwrap_or_default();
+    let dir = root.join(".locks").join(repo);
+    std::fs::create_dir_all(&dir).map_err(|e| LmError::io(&dir, e))?;
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LmError::io(&path, e))?;
+    flock_exclusive(&file).map_err(|e| LmError::io(&path, e))?;
+    Ok(BlobLock { _file: file })
+}
+
+#[cfg(unix)]
+fn flock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: flock on a file descriptor this File owns for the call's duration.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn flock_exclusive(_file: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Whether `dir` looks like a cache repository directory (`models--ORG--NAME` with refs or snapshots).
 pub fn is_cache_repo_dir(dir: &Path) -> bool {
     dir.file_name()

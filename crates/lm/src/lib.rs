@@ -46,7 +46,9 @@ pub mod ops;
 pub mod optim;
 pub mod output;
 pub mod pretrain;
+pub mod released;
 pub mod revisions;
 pub mod weights;
+pub mod weights_record;
 
 pub use error::{LmError, Result};

@@ -14,10 +14,9 @@
 //! files are hashed (streaming). Two revisions with the same fingerprint are reported as duplicates.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use w2sg_fsio::{Digest, Sha256};
 
 use crate::checkpoint::WeightFiles;
 use crate::error::{LmError, Result};
@@ -168,7 +167,7 @@ pub struct Revision {
 }
 
 impl Revision {
-    fn new(name: String, dir: PathBuf, commit: Option<String>) -> Self {
+    pub fn new(name: String, dir: PathBuf, commit: Option<String>) -> Self {
         let parsed = RevisionName::parse(&name);
         Revision {
             name,
@@ -423,32 +422,12 @@ fn file_sha256(path: &Path) -> Result<String> {
             }
         }
     }
-    let mut file = std::fs::File::open(path).map_err(|e| LmError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| LmError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    w2sg_fsio::file_sha256(path).map_err(|e| LmError::io(path, e))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Identifies the weights of a checkpoint directory: sha256 over (file name, file sha256) of the
-/// weight files the loader would read.
-pub fn fingerprint(dir: &Path) -> Result<String> {
-    // Weights without a config cannot be loaded: not a checkpoint, whatever its weights are.
-    if !dir.join("config.json").is_file() {
-        return Err(LmError::MissingConfig {
-            dir: dir.to_path_buf(),
-        });
-    }
+/// The (file name, sha256) pairs of the weight files the loader would read from `dir`, sorted: what
+/// [`fingerprint`] hashes, and what a weights record ([`crate::released`]) keeps.
+pub fn weight_entries(dir: &Path) -> Result<Vec<(String, String)>> {
     let files = WeightFiles::find(dir)?;
     let mut entries = Vec::with_capacity(files.files.len());
     for f in &files.files {
@@ -460,6 +439,13 @@ pub fn fingerprint(dir: &Path) -> Result<String> {
         entries.push((name, file_sha256(f)?));
     }
     entries.sort();
+    Ok(entries)
+}
+
+/// The fingerprint of (file name, sha256) pairs.
+pub fn fingerprint_of(entries: &[(String, String)]) -> String {
+    let mut entries = entries.to_vec();
+    entries.sort();
     let mut hasher = Sha256::new();
     for (name, sha) in &entries {
         hasher.update(name.as_bytes());
@@ -467,7 +453,32 @@ pub fn fingerprint(dir: &Path) -> Result<String> {
         hasher.update(sha.as_bytes());
         hasher.update(b"\n");
     }
-    Ok(hex(&hasher.finalize()))
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Identifies the weights of a checkpoint directory: sha256 over (file name, file sha256) of the
+/// weight files the loader would read. A hub-cache snapshot whose weights were released after their
+/// features were stored ([`crate::released`]) is identified by its weights record, so its units keep
+/// their keys.
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    // Weights without a config cannot be loaded: not a checkpoint, whatever its weights are.
+    if !dir.join("config.json").is_file() {
+        return Err(LmError::MissingConfig {
+            dir: dir.to_path_buf(),
+        });
+    }
+    match weight_entries(dir) {
+        Ok(entries) => Ok(fingerprint_of(&entries)),
+        Err(e @ LmError::NoWeights { .. }) => match crate::weights_record::read_record(dir)? {
+            Some(entries) => Ok(fingerprint_of(&entries)),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// Fingerprints of every revision (an error per revision, e.g. a snapshot without weights, does not

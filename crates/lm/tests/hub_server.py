@@ -18,7 +18,8 @@ endpoints and headers are the ones huggingface_hub and `w2sg lm download` use:
 Options: --repo ORG/NAME=DIR (repeatable), --port-file FILE (the chosen port is written there),
 --log FILE (one JSON line per request: method, path, range, auth), --token T (API and resolve
 requests need `Authorization: Bearer T`), --slow BYTES (after that many bytes of an LFS body, sleep
-0.2 s per 4 KiB: lets a test kill a download half-way).
+0.2 s per 4 KiB: lets a test kill a download half-way), --fail-branch NAME (repeatable: the LFS
+files of that branch's commit answer 500, a server error in the middle of a sweep).
 """
 
 import argparse
@@ -200,6 +201,8 @@ class Handler(BaseHTTPRequestHandler):
         f = repo.commits[commit].get(path)
         if f is None:
             return self.error(404, "EntryNotFound", f"{path} does not exist on {rev}", )
+        if f["lfs"] and commit in self.server.fail_commits:
+            return self.error(500, "InternalError", "simulated server error")
         if f["lfs"]:
             port = self.server.server_port
             self.send_response(302)
@@ -261,6 +264,7 @@ def main():
     ap.add_argument("--token")
     ap.add_argument("--slow", type=int)
     ap.add_argument("--page-size", type=int, default=1000)
+    ap.add_argument("--fail-branch", action="append", default=[])
     a = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -275,6 +279,9 @@ def main():
     server.token = a.token
     server.slow = a.slow
     server.page_size = a.page_size
+    server.fail_commits = {
+        r.branches[b] for r in server.repos.values() for b in a.fail_branch if b in r.branches
+    }
     server.lock = threading.Lock()
     tmp = a.port_file + ".tmp"
     with open(tmp, "w") as f:

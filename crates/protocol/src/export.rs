@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::key::{canonical_json, UnitKind};
 use crate::store::{Store, UnitRecord, UnitStatus};
 
+/// The Parquet backend (a child: it writes this module's [`Table`]).
+#[cfg(feature = "parquet")]
+mod parquet;
+
 /// A cell: a number (kept apart for typed Parquet columns), text, or nothing.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cell {
@@ -195,7 +199,7 @@ pub fn table_from_json(objects: &[Value]) -> Table {
 /// Writes a table to a Parquet file (types as in [`export_parquet`]).
 #[cfg(feature = "parquet")]
 pub fn write_parquet(t: &Table, path: impl AsRef<Path>) -> Result<()> {
-    crate::parquet_export::write(t, path.as_ref())
+    parquet::write(t, path.as_ref())
 }
 
 /// Writes the units of `kind` (or all) to a Parquet file: integer columns as Int64, numeric ones as
@@ -203,5 +207,5 @@ pub fn write_parquet(t: &Table, path: impl AsRef<Path>) -> Result<()> {
 #[cfg(feature = "parquet")]
 pub fn export_parquet(store: &Store, kind: Option<UnitKind>, path: impl AsRef<Path>) -> Result<()> {
     let t = table(&store.records(kind)?);
-    crate::parquet_export::write(&t, path.as_ref())
+    parquet::write(&t, path.as_ref())
 }

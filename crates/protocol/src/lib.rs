@@ -30,8 +30,6 @@ pub mod key;
 mod lbfgs;
 pub mod loss;
 pub mod metrics;
-#[cfg(feature = "parquet")]
-mod parquet_export;
 pub mod pgr;
 pub mod probe;
 pub mod quantile;

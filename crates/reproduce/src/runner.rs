@@ -6,7 +6,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use w2sg_sim::config::Plan;
-use w2sg_sim::engine::{run_cost, simulate_all, RunOutput};
+use w2sg_sim::engine::{simulate_all, RunOutput};
 use w2sg_sim::prediction::{predict, TheoryOutput};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,12 +45,8 @@ impl Sweep {
         with_theory: bool,
     ) -> Result<Self, ReproError> {
         let plan = Plan::parse(config_text, name).map_err(|e| ReproError::Config(e.to_string()))?;
-        let jobs: Vec<_> = plan
-            .grid
-            .iter()
-            .flat_map(|g| plan.seeds.iter().map(move |&s| (&g.config, s)))
-            .collect();
-        let total: u64 = jobs.iter().map(|(c, _)| run_cost(c)).sum();
+        let jobs = plan.jobs();
+        let total = plan.cost();
         let bar = ProgressBar::new(total);
         bar.set_style(
             ProgressStyle::with_template(

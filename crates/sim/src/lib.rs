@@ -10,9 +10,11 @@
 pub mod config;
 pub mod distributions;
 pub mod engine;
+pub mod full;
 pub mod kernels;
 pub mod link;
 pub mod model;
+pub mod outcome;
 pub mod outdir;
 pub mod output;
 pub mod prediction;

@@ -7,6 +7,7 @@
 //! them, so this changes no distribution, and it makes `θ*·x`, `θ_w·x`, `v·x` cost O(1) instead of O(d).
 //! A weak model trained by SGD is an arbitrary dense direction; [`Direction::Dense`] covers it.
 
+use crate::config::{FinetuneData, SimConfig};
 use crate::kernels;
 use crate::link::Link;
 use crate::rng::SimRng;
@@ -141,6 +142,16 @@ impl Labeler {
             y + self.noise.sqrt() * rng.normal()
         } else {
             y
+        }
+    }
+}
+
+/// The law of fine-tuning (and test) covariates.
+pub fn finetune_law(config: &SimConfig) -> DataLaw {
+    match config.finetune_data {
+        FinetuneData::Isotropic => DataLaw::isotropic(config.d),
+        FinetuneData::Spiked => {
+            DataLaw::spiked(config.d, config.spike.0, spike_direction(config.spike.1))
         }
     }
 }

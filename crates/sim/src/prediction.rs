@@ -8,8 +8,8 @@
 use serde::Serialize;
 
 use crate::config::{FinetuneData, Init, SimConfig, Weak};
-use crate::engine::{pgr, Outcome, TrajectoryPoint};
 use crate::link::Link;
+use crate::outcome::{pgr, Outcome, TrajectoryPoint};
 use crate::theory::{
     bbp_overlap, bbp_top_eigenvalue, escape_samples_scale, geodesic_peak, predictor_risk, Geometry,
     OverlapOde,

@@ -72,50 +72,26 @@
 //! Divergence is reported at the exact batch whose step overflows (its squared norm is not a finite
 //! positive number: learning rates so large that |c G| ≳ 10¹⁵⁰).
 
-use crate::config::{Init, RiskMethod, SimConfig, Weak, Weighting};
+use crate::config::{Init, SimConfig, Weak};
 use crate::distributions::{ChiSquare, Draws, NormalStream};
-use crate::engine::{
-    finetune_law, orient_even_link, pgr, EngineKind, Outcome, RunOutput, RunSummary, SimError,
-    SpectralInfo, TrajectoryPoint,
-};
 use crate::link::Link;
+use crate::model::finetune_law;
 use crate::model::{
     spike_direction, target_direction, weak_direction, DataLaw, Direction, Labeler,
+};
+use crate::outcome::{
+    orient_even_link, pgr, EngineKind, Outcome, RunOutput, RunSummary, SimError, SpectralInfo,
+    TrajectoryPoint,
 };
 use crate::reduced_spectral::spiked_top_eigen;
 use crate::rng::{Purpose, SimRng};
 use crate::sgd::{Diverged, SgdSettings};
 use crate::theory::predictor_risk;
 
-/// Why `config` cannot run on the reduced engine, naming the key; `None` when it can.
+/// Why `config` cannot run on the reduced engine, naming the key; `None` when it can (the question
+/// is the config's: [`SimConfig::reduction_obstacle`]).
 pub fn obstacle(config: &SimConfig) -> Option<String> {
-    if config.d < 5 {
-        return Some(format!(
-            "d = {} < 5 leaves no room for the students' 2-dimensional frame outside span(θ*, θ_w, v)",
-            config.d
-        ));
-    }
-    if let Weak::Trained { .. } = config.weak {
-        return Some(
-            "weak.n_train: a trained weak model is a dense direction outside span(θ*, θ_w, v)"
-                .into(),
-        );
-    }
-    if config.risk == RiskMethod::MonteCarlo {
-        return Some(
-            "metrics.risk = \"monte_carlo\" needs a d-dimensional test set (exact risk reduces)"
-                .into(),
-        );
-    }
-    if let Init::Spectral { weighting, .. } = config.init {
-        if weighting != Weighting::None {
-            return Some(
-                "pretrain.weighting: a label-weighted covariance is not a spiked Wishart matrix"
-                    .into(),
-            );
-        }
-    }
-    None
+    config.reduction_obstacle()
 }
 
 /// Both students of a run in the common frame (see the module docs): w2s is student 0, ceiling 1.

@@ -13,7 +13,10 @@
 //!   its key includes the weak-labels unit's key). Blob: probabilities on the test set.
 //!
 //! ## Order, failure and resume
-//! Checkpoints run in training order; for each, its features then its probes, seed by seed. A unit
+//! The weak model's units run first, on every task. Then checkpoints run in training order; for each,
+//! every task in turn: its features, then its probes, seed by seed (so a checkpoint's weights are
+//! needed over one stretch of the run: [`crate::fetch`] downloads them at its first unit and, with
+//! `keep_weights = false`, deletes them after its last). A unit
 //! that fails (a corrupt checkpoint file, an unreadable tokenizer, a diverging fit, even a panic) is
 //! committed as failed with its message, the units that need its output are skipped, and the sweep
 //! goes on; the command exits 1 at the end. Nothing is ever half-written: a unit's row and blob are
@@ -100,6 +103,12 @@ pub struct CheckpointRef {
     /// The weight fingerprint, or why it could not be taken (then every unit of the checkpoint fails
     /// with that message).
     pub fingerprint: std::result::Result<String, String>,
+    /// Where the weights are downloaded from, for a `download = true` family ([`crate::fetch`]).
+    #[serde(skip)]
+    pub hub: Option<crate::fetch::HubRevision>,
+    /// Whether the weights stay in the hub cache after the checkpoint's units are stored.
+    #[serde(skip)]
+    pub keep_weights: bool,
 }
 
 impl CheckpointRef {
@@ -128,6 +137,20 @@ impl CheckpointRef {
             dir: rev.dir.clone(),
             dtype: dtype.to_string(),
             fingerprint: fingerprint(&rev.dir).map_err(|e| e.to_string()),
+            hub: None,
+            keep_weights: true,
+        }
+    }
+
+    /// Makes sure the weights are on disk before a unit reads them (a `download = true` family's
+    /// are fetched now; the error is the unit's).
+    pub fn ensure_weights(&self) -> std::result::Result<(), String> {
+        if let Err(e) = &self.fingerprint {
+            return Err(e.clone());
+        }
+        match &self.hub {
+            Some(hub) => crate::fetch::ensure_weights(hub, &self.dir),
+            None => Ok(()),
         }
     }
 }
@@ -135,10 +158,13 @@ impl CheckpointRef {
 /// The selected revisions of a family, in training order.
 pub fn family_checkpoints(plan: &Plan, family: &FamilyPlan) -> Result<Vec<CheckpointRef>> {
     let name = plan.family_name(family);
-    let mut revs = if family.repos.is_empty() {
-        list_revisions(&family_source(&family.path, None)?)?
+    let (mut revs, cache) = if family.download {
+        let (revs, cache) = crate::fetch::hub_revisions(family, &name)?;
+        (revs, Some(cache))
+    } else if family.repos.is_empty() {
+        (list_revisions(&family_source(&family.path, None)?)?, None)
     } else {
-        repo_family(&family.repos, &family.steps, None)?
+        (repo_family(&family.repos, &family.steps, None)?, None)
     };
     if let Some(k) = family.steps_per_checkpoint {
         scale_checkpoint_steps(&mut revs, k);
@@ -188,7 +214,23 @@ pub fn family_checkpoints(plan: &Plan, family: &FamilyPlan) -> Result<Vec<Checkp
     }
     Ok(chosen
         .into_iter()
-        .map(|r| CheckpointRef::of(&name, r, &family.dtype))
+        .map(|r| {
+            let mut ck = CheckpointRef::of(&name, r, &family.dtype);
+            ck.keep_weights = family.keep_weights;
+            if let (Some(cache), Some(commit)) = (&cache, &r.commit) {
+                let hub = crate::fetch::HubRevision {
+                    repo: family.path.clone(),
+                    revision: r.name.clone(),
+                    commit: commit.clone(),
+                    cache: cache.root().to_path_buf(),
+                };
+                if ck.fingerprint.is_err() {
+                    ck.fingerprint = crate::fetch::identify(&hub);
+                }
+                ck.hub = Some(hub);
+            }
+            ck
+        })
         .collect())
 }
 
@@ -220,6 +262,8 @@ pub fn weak_checkpoint(plan: &Plan) -> Result<CheckpointRef> {
         fingerprint: fingerprint(&resolved.dir).map_err(|e| e.to_string()),
         dir: resolved.dir,
         dtype: plan.weak.dtype.clone(),
+        hub: None,
+        keep_weights: true,
     })
 }
 
@@ -418,9 +462,7 @@ pub fn extract_features(
     ds: &Dataset,
     progress: &mut dyn FnMut(usize),
 ) -> std::result::Result<UnitOutput, String> {
-    if let Err(e) = &ck.fingerprint {
-        return Err(e.clone());
-    }
+    ck.ensure_weights()?;
     // The plan checked the name; parsing again cannot fail silently into f32.
     let dtype = w2sg_lm::device::parse_dtype(&ck.dtype).map_err(|e| e.to_string())?;
     let model = Model::load(&ck.dir, dtype, &Device::Cpu).map_err(|e| e.to_string())?;
@@ -741,55 +783,15 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
     let total = total as u64;
     let bar = crate::progress::bar(opts.progress, total, "units");
 
+    // The weak supervisor first, on every task: its features, then its labels per seed.
+    let mut weak_parts = Vec::with_capacity(resolved.datasets.len());
     for ds in &resolved.datasets {
-        // The weak supervisor: its features, then its labels per seed.
-        let weak = &resolved.weak;
-        let wf_spec = features_spec(plan, weak, ds)?;
-        bar.set_message(format!("{} · weak {} features", ds.name, weak.revision));
-        let o = store.run_unit(&wf_spec, opts.policy, || {
-            extract_features(plan, weak, ds, &mut |_| {})
-        })?;
-        report.count(
-            &format!("features of weak {} on {}", weak.revision, ds.name),
-            &o,
-        );
-        bar.inc(1);
-        let weak_features = load_features(store, &wf_spec.key()?)?;
-        let mut weak_keys: BTreeMap<u64, Option<UnitKey>> = BTreeMap::new();
-        let mut splits: BTreeMap<u64, Split> = BTreeMap::new();
-        for &seed in &plan.seeds {
-            let split = ds.split(&plan.split, seed)?;
-            let spec = weak_spec(plan, weak, ds, seed)?;
-            let key = spec.key()?;
-            match &weak_features {
-                Some(wf) => {
-                    let o =
-                        store.run_unit(&spec, opts.policy, || weak_labels(plan, wf, ds, &split))?;
-                    report.count(&format!("weak labels of {} seed {seed}", ds.name), &o);
-                    let ok = matches!(store.status(&key)?, Some(w2sg_protocol::UnitStatus::Done));
-                    weak_keys.insert(seed, ok.then_some(key));
-                }
-                None => {
-                    report.units_blocked += 1;
-                    weak_keys.insert(seed, None);
-                }
-            }
-            splits.insert(seed, split);
-            bar.inc(1);
-        }
-        let mut weak_blobs: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-        for (&seed, key) in &weak_keys {
-            if let Some(k) = key {
-                let blob = store
-                    .blob(k)?
-                    .ok_or_else(|| store_problem(store, k, "weak labels without their blob"))?;
-                let parts = split_weak_blob(&blob, splits[&seed].strong.len())
-                    .ok_or_else(|| store_problem(store, k, "weak labels of the wrong size"))?;
-                weak_blobs.insert(seed, parts);
-            }
-        }
-
-        for ck in &mine {
+        weak_parts.push(run_weak(resolved, ds, store, opts, &mut report, &bar)?);
+    }
+    // Then checkpoint by checkpoint, every task, so that a checkpoint's weights are needed over one
+    // stretch of the run and can be released after it (`keep_weights = false`).
+    for ck in &mine {
+        for (ds, w) in resolved.datasets.iter().zip(&weak_parts) {
             bar.set_message(format!("{} · {}/{}", ds.name, ck.family, ck.revision));
             run_checkpoint(
                 plan,
@@ -797,9 +799,9 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
                 ds,
                 store,
                 opts,
-                &splits,
-                &weak_keys,
-                &weak_blobs,
+                &w.splits,
+                &w.keys,
+                &w.blobs,
                 &mut report,
                 &bar,
             )?;
@@ -810,17 +812,127 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
                     ds,
                     store,
                     opts,
-                    &splits,
-                    &weak_keys,
-                    &weak_blobs,
+                    &w.splits,
+                    &w.keys,
+                    &w.blobs,
                     &mut report,
                     &bar,
                 )?;
             }
         }
+        if !ck.keep_weights && ck.fingerprint.is_ok() {
+            let tuned_ck = tuned.contains(&ck.group());
+            let mut stored = true;
+            for key in weight_units(resolved, ck, &weak_parts, tuned_ck)? {
+                stored &= store.status(&key)?.is_some();
+            }
+            if stored {
+                crate::fetch::release(&ck.dir)?;
+            }
+        }
     }
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// The weak supervisor's units on one task, and what the students need of them.
+struct WeakParts {
+    splits: BTreeMap<u64, Split>,
+    keys: BTreeMap<u64, Option<UnitKey>>,
+    blobs: BTreeMap<u64, (Vec<f64>, Vec<f64>)>,
+}
+
+fn run_weak(
+    resolved: &Resolved,
+    ds: &Dataset,
+    store: &Store,
+    opts: &RunOptions,
+    report: &mut RunReport,
+    bar: &indicatif::ProgressBar,
+) -> Result<WeakParts> {
+    let plan = &resolved.plan;
+    let weak = &resolved.weak;
+    let wf_spec = features_spec(plan, weak, ds)?;
+    bar.set_message(format!("{} · weak {} features", ds.name, weak.revision));
+    let o = store.run_unit(&wf_spec, opts.policy, || {
+        extract_features(plan, weak, ds, &mut |_| {})
+    })?;
+    report.count(
+        &format!("features of weak {} on {}", weak.revision, ds.name),
+        &o,
+    );
+    bar.inc(1);
+    let weak_features = load_features(store, &wf_spec.key()?)?;
+    let mut weak_keys: BTreeMap<u64, Option<UnitKey>> = BTreeMap::new();
+    let mut splits: BTreeMap<u64, Split> = BTreeMap::new();
+    for &seed in &plan.seeds {
+        let split = ds.split(&plan.split, seed)?;
+        let spec = weak_spec(plan, weak, ds, seed)?;
+        let key = spec.key()?;
+        match &weak_features {
+            Some(wf) => {
+                let o = store.run_unit(&spec, opts.policy, || weak_labels(plan, wf, ds, &split))?;
+                report.count(&format!("weak labels of {} seed {seed}", ds.name), &o);
+                let ok = matches!(store.status(&key)?, Some(w2sg_protocol::UnitStatus::Done));
+                weak_keys.insert(seed, ok.then_some(key));
+            }
+            None => {
+                report.units_blocked += 1;
+                weak_keys.insert(seed, None);
+            }
+        }
+        splits.insert(seed, split);
+        bar.inc(1);
+    }
+    let mut weak_blobs: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for (&seed, key) in &weak_keys {
+        if let Some(k) = key {
+            let blob = store
+                .blob(k)?
+                .ok_or_else(|| store_problem(store, k, "weak labels without their blob"))?;
+            let parts = split_weak_blob(&blob, splits[&seed].strong.len())
+                .ok_or_else(|| store_problem(store, k, "weak labels of the wrong size"))?;
+            weak_blobs.insert(seed, parts);
+        }
+    }
+    Ok(WeakParts {
+        splits,
+        keys: weak_keys,
+        blobs: weak_blobs,
+    })
+}
+
+/// The keys of a checkpoint's units that read its weights: features (when probes run) and the
+/// fine-tuned students, on every task.
+fn weight_units(
+    resolved: &Resolved,
+    ck: &CheckpointRef,
+    weak_parts: &[WeakParts],
+    tuned: bool,
+) -> Result<Vec<UnitKey>> {
+    let plan = &resolved.plan;
+    let mut keys = Vec::new();
+    for (ds, w) in resolved.datasets.iter().zip(weak_parts) {
+        if plan.probes() {
+            keys.push(features_spec(plan, ck, ds)?.key()?);
+        }
+        if tuned {
+            for &seed in &plan.seeds {
+                keys.push(
+                    crate::finetune::finetune_spec(plan, ck, ds, seed, CEILING, None)?.key()?,
+                );
+                if let Some(wk) = &w.keys[&seed] {
+                    for loss in &plan.losses {
+                        keys.push(
+                            crate::finetune::finetune_spec(plan, ck, ds, seed, loss, Some(wk))?
+                                .key()?,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(keys)
 }
 
 #[allow(clippy::too_many_arguments)]

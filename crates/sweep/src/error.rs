@@ -28,6 +28,10 @@ pub enum Error {
     #[error(transparent)]
     Report(#[from] w2sg_report::ReportError),
 
+    /// The hub could not be reached or answered with an error (`download = true` families).
+    #[error("{what}: {problem}")]
+    Download { what: String, problem: String },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

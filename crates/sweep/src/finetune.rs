@@ -252,9 +252,7 @@ pub fn finetune_student(
     loss: &str,
     weak: Option<(&[f64], &[f64])>,
 ) -> std::result::Result<UnitOutput, String> {
-    if let Err(e) = &ck.fingerprint {
-        return Err(e.clone());
-    }
+    ck.ensure_weights()?;
     let pooling: Pooling = ds
         .pooling
         .parse()

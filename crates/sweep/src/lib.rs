@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod fetch;
 pub mod finetune;
 pub mod outputs;
 pub mod plan;

@@ -12,6 +12,9 @@
 //! # repos = ["ORG/NAME-step-50k", "ORG/NAME-step-*"]  # instead of path: one cache repo per checkpoint
 //! # steps = { "ORG/NAME-final" = 1431000 }           # with repos: steps names do not carry
 //! # steps_per_checkpoint = 1000                      # ckpt_N revisions: step = N · this (default 1)
+//! download = false                     # ORG/NAME only: fetch each revision from the hub when needed
+//! keep_weights = true                  # hub cache only: false deletes a revision's weights once
+//!                                      # its features are stored (see crate::fetch)
 //!
 //! [weak]
 //! model = "out/family/weak@step1000"   # PATH, PATH@REVISION, ORG/NAME@REVISION
@@ -137,6 +140,20 @@ pub struct FamilyPlan {
     /// Compute dtype: "f32" (default) or "bf16".
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Fetch the revisions from the hub (`HF_ENDPOINT`) into the hub cache, each just before its
+    /// first unit needs its weights ([`crate::fetch`]); the revision list comes from the hub's refs.
+    /// Only for `path = "ORG/NAME"`.
+    #[serde(default)]
+    pub download: bool,
+    /// `false`: delete a revision's weights from the hub cache once its units that need them are
+    /// stored (a rerun finds their keys in a weights record). Only for families in the hub cache,
+    /// never for a directory of the user's own.
+    #[serde(default = "default_true")]
+    pub keep_weights: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_dtype() -> String {
@@ -436,6 +453,27 @@ impl Plan {
                 }
             }
             check_dtype(&f.dtype, "family.dtype")?;
+            let in_hub = w2sg_lm::hub::is_repo_id(&f.path);
+            if (f.download || !f.keep_weights) && !f.repos.is_empty() {
+                return Err(format!(
+                    "family `{}`: `download` and `keep_weights` are for a family given as                      `path = \"ORG/NAME\"`, not `repos` (download each repository with `w2sg lm download`)",
+                    self.family_name(f)
+                ));
+            }
+            if f.download && !in_hub {
+                return Err(format!(
+                    "family `{}`: `download = true` needs `path = \"ORG/NAME\"`, a hub repository \
+                     (this path is a directory)",
+                    f.path
+                ));
+            }
+            if !f.keep_weights && !in_hub && !w2sg_lm::hub::is_cache_repo_dir(Path::new(&f.path)) {
+                return Err(format!(
+                    "family `{}`: `keep_weights = false` deletes weights from the hub cache, and this \
+                     path is a directory of your own (w2sg never deletes those): use `path = \"ORG/NAME\"`",
+                    f.path
+                ));
+            }
             if !names.insert(self.family_name(f)) {
                 return Err(format!(
                     "two families are named `{}`: give them distinct `name`s",
@@ -723,6 +761,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("must be \"all\""), "{err}");
+    }
+
+    #[test]
+    fn download_and_keep_weights_are_for_the_hub_cache_only() {
+        let hub = MINIMAL.replace(
+            "path = \"/fam/tiny\"",
+            "path = \"org/tiny\"\ndownload = true\nkeep_weights = false",
+        );
+        let p = Plan::from_toml(&hub, Path::new("/nonexistent")).unwrap();
+        assert!(p.families[0].download && !p.families[0].keep_weights);
+        let p = Plan::from_toml(MINIMAL, Path::new("/")).unwrap();
+        assert!(!p.families[0].download && p.families[0].keep_weights);
+        for (edit, needle) in [
+            ("download = true", "`download = true` needs"),
+            ("keep_weights = false", "`keep_weights = false` deletes"),
+            ("download = \"yes\"", "invalid type"),
+            ("keep_weight = false", "unknown field `keep_weight`"),
+        ] {
+            let text = MINIMAL.replace(
+                "path = \"/fam/tiny\"",
+                &format!("path = \"/fam/tiny\"\n{edit}"),
+            );
+            let err = Plan::from_toml(&text, Path::new("/")).unwrap_err();
+            assert!(err.contains(needle), "{edit}: {err}");
+        }
     }
 
     #[test]

@@ -216,6 +216,7 @@ pub fn merge_command(
 /// `w2sg sweep report`.
 pub fn report_command(plan: &Path, out: &Path) -> crate::Result<()> {
     crate::Session::open(plan)?.report(out).map(|_| ())
+}
 
 /// Lays out tiny random Llama checkpoints in a hub cache the way TinyLlama publishes a family: one
 /// repository per checkpoint, `models--{org}--{name}` with `refs/main`, a snapshot whose

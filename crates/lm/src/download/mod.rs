@@ -25,7 +25,7 @@ mod client;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use w2sg_fsio::{Digest, Sha256};
 
 use client::{check_status, encode};
 #[cfg(test)]
@@ -348,6 +348,21 @@ pub fn download_revision(
             abbreviate(&files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>())
         )));
     }
+    let mut out = fetch_files(hub, cache, repo, rev, commit, &wanted)?;
+    out.files = wanted.len();
+    Ok(out)
+}
+
+/// Fetches `files` of a revision into the cache (those already complete are not fetched again),
+/// links them into its snapshot and points `refs/<rev>` at `commit`.
+fn fetch_files(
+    hub: &Hub,
+    cache: &HubCache,
+    repo: &str,
+    rev: &str,
+    commit: &str,
+    files: &[&RemoteFile],
+) -> Result<Downloaded> {
     let repo_dir = cache.repo_dir(repo);
     let blobs = repo_dir.join("blobs");
     let snapshot = repo_dir.join("snapshots").join(commit);
@@ -358,11 +373,11 @@ pub fn download_revision(
         revision: rev.to_string(),
         commit: commit.to_string(),
         snapshot: snapshot.clone(),
-        files: wanted.len(),
+        files: files.len(),
         cached: 0,
         bytes: 0,
     };
-    for f in wanted {
+    for f in files {
         if f.path
             .split('/')
             .any(|p| p.is_empty() || p == "." || p == "..")
@@ -373,6 +388,10 @@ pub fn download_revision(
             )));
         }
         let blob = blobs.join(&f.etag);
+        // Checked, fetched and linked under the blob's lock: another process (a shard sharing the
+        // cache, huggingface_hub) may be fetching it, or deleting it (`keep_weights = false`).
+        let _lock = crate::hub::lock_blob(&repo_dir, &f.etag)
+            .map_err(|e| DownloadError::Input(e.to_string()))?;
         let complete = std::fs::metadata(&blob).is_ok_and(|m| m.len() == f.size);
         if complete {
             out.cached += 1;
@@ -384,6 +403,80 @@ pub fn download_revision(
     if rev != commit {
         let ref_file = repo_dir.join("refs").join(rev);
         write_atomic(&ref_file, commit.as_bytes())?;
+    }
+    Ok(out)
+}
+
+/// Whether a file of [`default_selection`] holds weights (what [`prefetch`] leaves for later).
+fn is_weights(path: &str) -> bool {
+    path.ends_with(".safetensors") || path.ends_with(".bin")
+}
+
+/// Fetches what identifies a revision without its weights: config, tokenizer and shard index (small,
+/// and mostly the same blobs in every revision), plus a weights record ([`crate::released`]) of the
+/// weight files the loader would read, with the sha256 the hub lists for them. The revision's
+/// [`crate::revisions::fingerprint`] is then the one its full download will have, so a sweep can key
+/// its units before fetching the weights ([`download_revision`] later). Weight files the hub lists
+/// without an LFS sha256 are fetched now (their sha256 is known only from their bytes).
+pub fn prefetch(
+    hub: &Hub,
+    cache: &HubCache,
+    repo: &str,
+    rev: &str,
+    commit: &str,
+) -> Result<Downloaded> {
+    let files = hub.tree(repo, commit)?;
+    let wanted = default_selection(&files);
+    if !wanted.iter().any(|f| f.path == "config.json") {
+        return Err(DownloadError::Input(format!(
+            "{repo}@{rev}: the revision has no config.json (files: {})",
+            abbreviate(&files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>())
+        )));
+    }
+    let light: Vec<&RemoteFile> = wanted
+        .iter()
+        .copied()
+        .filter(|f| !is_weights(&f.path))
+        .collect();
+    let mut out = fetch_files(hub, cache, repo, rev, commit, &light)?;
+    let snapshot = out.snapshot.clone();
+    let listed = |p: &Path| {
+        p.strip_prefix(&snapshot)
+            .ok()
+            .and_then(|r| r.to_str())
+            .is_some_and(|r| wanted.iter().any(|f| f.path == r))
+    };
+    let weights = crate::checkpoint::WeightFiles::find_with(&snapshot, &listed)
+        .map_err(|e| DownloadError::Input(format!("{repo}@{rev}: {e}")))?;
+    let mut entries = Vec::new();
+    let mut unhashed = Vec::new();
+    for w in &weights.files {
+        let name = w
+            .strip_prefix(&snapshot)
+            .ok()
+            .and_then(|r| r.to_str())
+            .unwrap_or_default();
+        let Some(f) = wanted.iter().find(|f| f.path == name) else {
+            continue;
+        };
+        match &f.sha256 {
+            Some(sha) => entries.push((f.path.clone(), sha.clone())),
+            None => unhashed.push(*f),
+        }
+    }
+    if unhashed.is_empty() {
+        crate::weights_record::write_record(&snapshot, &entries)
+            .map_err(|e| DownloadError::Input(format!("{repo}@{rev}: {e}")))?;
+    } else {
+        let all: Vec<&RemoteFile> = wanted
+            .iter()
+            .copied()
+            .filter(|f| is_weights(&f.path))
+            .collect();
+        let d = fetch_files(hub, cache, repo, rev, commit, &all)?;
+        out.cached += d.cached;
+        out.bytes += d.bytes;
+        out.files += d.files;
     }
     Ok(out)
 }
@@ -517,7 +610,7 @@ fn fetch_blob(
         )));
     }
     if let Some(want) = &f.sha256 {
-        let got = format!("{:x}", hasher.finalize());
+        let got = w2sg_fsio::hex(&hasher.finalize());
         if &got != want {
             let _ = std::fs::remove_file(&partial);
             return Err(integrity(format!(
@@ -530,15 +623,9 @@ fn fetch_blob(
 }
 
 fn hash_file(path: &Path, hasher: &mut Sha256) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| DownloadError::io(path, e))?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| DownloadError::io(path, e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        hasher.update(&buf[..n]);
-    }
+    w2sg_fsio::update_sha256(hasher, path)
+        .map(|_| ())
+        .map_err(|e| DownloadError::io(path, e))
 }
 
 #[cfg(test)]

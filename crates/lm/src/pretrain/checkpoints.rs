@@ -12,12 +12,10 @@
 //! removed only after the new one is in place.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::model::TrainableGptNeoX;
 use super::presets::PretrainConfig;
@@ -72,26 +70,8 @@ pub fn revision_name(step: u64) -> String {
     format!("step{step}")
 }
 
-/// sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| PretrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| PretrainError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
+/// sha256 of a file, hex (the workspace's one file hash, re-exported where checkpoints are written).
+pub use w2sg_fsio::file_sha256 as sha256_file;
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serializable");
@@ -139,7 +119,10 @@ pub fn save_checkpoint(
     write_json(&partial.join("config.json"), &config.hf_config_json())?;
     let weights = partial.join("model.safetensors");
     save_weights(model, &weights)?;
-    state.sha256 = sha256_file(&weights)?;
+    state.sha256 = sha256_file(&weights).map_err(|e| PretrainError::Io {
+        path: weights.clone(),
+        source: e,
+    })?;
     let tok_dst = partial.join("tokenizer.json");
     std::fs::copy(tokenizer_json, &tok_dst).map_err(|e| PretrainError::write(&tok_dst, e))?;
     if let Some(opt) = optimizer {

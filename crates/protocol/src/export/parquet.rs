@@ -1,4 +1,4 @@
-//! Parquet writer for [`crate::export::Table`] (behind the `parquet` cargo feature: arrow and parquet
+//! Parquet writer for [`super::Table`] (behind the `parquet` cargo feature: arrow and parquet
 //! add minutes to a cold build, so the default build leaves them out).
 //!
 //! Column types: a column whose non-empty cells are all integers is Int64; all numbers, Float64;
@@ -13,8 +13,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
+use super::{Cell, Table};
 use crate::error::{Error, Result};
-use crate::export::{Cell, Table};
 
 pub(crate) fn write(t: &Table, path: &Path) -> Result<()> {
     let bad = |e: &dyn std::fmt::Display| Error::Export {
