@@ -473,31 +473,16 @@ fn a_family_of_cache_repositories_of_llama_checkpoints_sweeps_in_step_order() {
     // Only this test reads the hub cache; the others name local paths.
     std::env::set_var("HF_HUB_CACHE", &cache);
     let plan = f.dir.join("llama.toml");
-    std::fs::write(
-        &plan,
-        r#"
-seeds = [0]
-losses = ["xent"]
-
-[[family]]
-repos = ["w2sg/tiny-llama-step-*", "w2sg/tiny-llama-final"]
-steps = { "w2sg/tiny-llama-final" = 4000 }
-
-[weak]
-model = "weak@step8"
-
-[[task]]
-jsonl = "task.jsonl"
-
-[features]
-pooling = "mean"
-batch_size = 16
-
-[pgr]
-bootstrap = 50
-"#,
-    )
-    .unwrap();
+    // The fixture's plan with one seed, one loss and this family.
+    let text = w2sg_sweep::testing::PLAN
+        .replace("seeds = [0, 1]", "seeds = [0]")
+        .replace("losses = [\"xent\", \"logconf\"]", "losses = [\"xent\"]")
+        .replace(
+            "path = \"strong\"",
+            "repos = [\"w2sg/tiny-llama-step-*\", \"w2sg/tiny-llama-final\"]\nsteps = { \"w2sg/tiny-llama-final\" = 4000 }",
+        );
+    assert!(text.contains("repos =") && text.contains("seeds = [0]\n"));
+    std::fs::write(&plan, text).unwrap();
     let out = f.dir.join("out");
     let s = run_command(&plan, &out, &opts(ShardSpec::all())).unwrap();
     assert_eq!(s.checkpoints, 4);

@@ -30,16 +30,35 @@ impl Rng {
     }
 }
 
-pub fn write_model(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    // HF's init scale (std 0.02 ≈ uniform ±0.035); norms at 1 and 0.
-    let mut rand = |shape: &[usize]| {
+/// Uniform ±0.035 weights (HF's init scale, std 0.02) from a seeded stream.
+fn random_weights(seed: u64) -> impl FnMut(&[usize]) -> Tensor {
+    let mut rng = Rng(seed);
+    move |shape: &[usize]| {
         let n = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.uniform(0.035)).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    };
-    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    }
+}
+
+/// config.json, and the fixtures' tokenizer.
+fn write_config_and_tokenizer(dir: &Path, config: &serde_json::Value) {
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(config).unwrap(),
+    )
+    .unwrap();
+    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/neox-parallel-rot25/tokenizer.json");
+    std::fs::copy(tok, dir.join("tokenizer.json")).unwrap();
+}
+
+fn ones(n: usize) -> Tensor {
+    Tensor::ones(n, DType::F32, &Device::Cpu).unwrap()
+}
+
+pub fn write_model(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rand = random_weights(0x9E37_79B9_7F4A_7C15);
     let zeros = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap();
     let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
     t.insert("gpt_neox.embed_in.weight".into(), rand(&[VOCAB, HIDDEN]));
@@ -73,14 +92,7 @@ pub fn write_model(dir: &Path) {
         "num_hidden_layers": LAYERS, "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false,
         "torch_dtype": "float32", "use_cache": true, "use_parallel_residual": true, "vocab_size": VOCAB
     });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
-    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/neox-parallel-rot25/tokenizer.json");
-    std::fs::copy(tok, dir.join("tokenizer.json")).unwrap();
+    write_config_and_tokenizer(dir, &config);
 }
 
 /// Writes a random-weight Llama checkpoint of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads
@@ -93,13 +105,7 @@ pub fn write_llama_model(dir: &Path) {
     const M: usize = 1536;
     const V: usize = 49152;
     std::fs::create_dir_all(dir).unwrap();
-    let mut rng = Rng(0x5EED_11A4_A135_0001);
-    let mut rand = |shape: &[usize]| {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.uniform(0.035)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    };
-    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    let mut rand = random_weights(0x5EED_11A4_A135_0001);
     let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
     t.insert("model.embed_tokens.weight".into(), rand(&[V, H]));
     t.insert("model.norm.weight".into(), ones(H));
@@ -132,14 +138,7 @@ pub fn write_llama_model(dir: &Path) {
         "rope_scaling": null, "rope_theta": 100000, "tie_word_embeddings": true, "torch_dtype": "float32",
         "use_cache": true, "vocab_size": V
     });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
-    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/neox-parallel-rot25/tokenizer.json");
-    std::fs::copy(tok, dir.join("tokenizer.json")).unwrap();
+    write_config_and_tokenizer(dir, &config);
 }
 
 /// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
