@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 
 use w2sg_lm::device::{parse_device, parse_dtype};
 use w2sg_lm::features::{extract, FeatureOptions, Pooling};
-use w2sg_lm::hub::{resolve, HubCache};
-use w2sg_lm::model::Model;
+use w2sg_lm::features_job::open_model;
+use w2sg_lm::hub::HubCache;
 use w2sg_lm::LmError;
 
 use crate::{interrupt, ConfigError};
@@ -59,15 +59,8 @@ pub fn features<'py>(
         max_tokens,
     };
     let (values, n) = interrupt::run(py, |cancel| -> Result<(Vec<f32>, usize), LmError> {
-        let resolved = resolve(model, cache.as_ref())?;
-        let tok_path = resolved.dir.join("tokenizer.json");
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| LmError::Tokenizer {
-                path: tok_path.clone(),
-                msg: e.to_string(),
-            })?;
         cancel.check();
-        let model = Model::load(&resolved.dir, dtype, &device)?;
+        let (_, tokenizer, model) = open_model(model, cache.as_ref(), dtype, &device)?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let bar = if progress {
             indicatif::ProgressBar::new(refs.len() as u64)

@@ -22,7 +22,7 @@ use w2sg_lm::features_job::{extract_to_file, FeaturesJob};
 use w2sg_lm::hub::HubCache;
 use w2sg_lm::output::{npy_sidecar, Format};
 
-use crate::progress;
+use w2sg_sweep::progress;
 
 /// `w2sg lm` subcommands (pre-training is in [`crate::pretrain`]).
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,6 @@ use clap::{Parser, Subcommand};
 
 mod lm;
 mod pretrain;
-mod progress;
 mod reproduce;
 mod sim;
 mod sweep;

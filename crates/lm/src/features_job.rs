@@ -15,7 +15,7 @@ use candle_core::{DType, Device};
 
 use crate::error::{LmError, Result};
 use crate::features::{extract, FeatureOptions, Features, Pooling};
-use crate::hub::{resolve, HubCache};
+use crate::hub::{resolve, HubCache, Resolved};
 use crate::model::Model;
 use crate::output::{write_features, Format};
 
@@ -56,14 +56,7 @@ pub fn extract_to_file(
     // Check what can be checked before the model is loaded.
     let format = Format::from_path(&job.out)?;
     let texts = read_texts(&job.data, &job.field)?;
-    let resolved = resolve(&job.model, cache)?;
-    let tok_path = resolved.dir.join("tokenizer.json");
-    let tokenizer =
-        tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| LmError::Tokenizer {
-            path: tok_path.clone(),
-            msg: e.to_string(),
-        })?;
-    let model = Model::load(&resolved.dir, job.dtype, &job.device)?;
+    let (resolved, tokenizer, model) = open_model(&job.model, cache, job.dtype, &job.device)?;
     let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
     let total = refs.len();
     let features = extract(&model, &tokenizer, &refs, &job.options, &mut |done| {
@@ -106,6 +99,25 @@ pub fn extract_to_file(
         max_tokens: features.max_tokens,
         format,
     })
+}
+
+/// Resolves `PATH[@REV]` / `ORG/NAME[@REV]` and loads its tokenizer and model: what every front end
+/// that extracts features (this module, the Python module) does first.
+pub fn open_model(
+    spec: &str,
+    cache: Option<&HubCache>,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Resolved, tokenizers::Tokenizer, Model)> {
+    let resolved = resolve(spec, cache)?;
+    let tok_path = resolved.dir.join("tokenizer.json");
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| LmError::Tokenizer {
+            path: tok_path.clone(),
+            msg: e.to_string(),
+        })?;
+    let model = Model::load(&resolved.dir, dtype, device)?;
+    Ok((resolved, tokenizer, model))
 }
 
 /// Refuses features holding NaN or ±inf, naming the first example (by its file line) and dimension.

@@ -40,8 +40,19 @@ pub fn info(
     hash: bool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<InfoReport> {
-    let source = family_source(spec, cache)?;
-    let revisions = list_revisions(&source)?;
+    // A glob (`ORG/NAME-step-*`) names a family of one cache repository per checkpoint.
+    let (source, revisions) = if spec.contains(['*', '?']) {
+        let revs = crate::revisions::repo_family(
+            &[spec.to_string()],
+            &std::collections::BTreeMap::new(),
+            cache,
+        )?;
+        (FamilySource::Repos(spec.to_string()), revs)
+    } else {
+        let source = family_source(spec, cache)?;
+        let revs = list_revisions(&source)?;
+        (source, revs)
+    };
     if revisions.is_empty() {
         return Err(LmError::NotFound {
             spec: spec.into(),
@@ -126,6 +137,7 @@ impl std::fmt::Display for InfoReport {
             FamilySource::Checkpoint(d) => format!("checkpoint directory {}", d.display()),
             FamilySource::Directory(d) => format!("family directory {}", d.display()),
             FamilySource::Cache(d) => format!("hub cache repository {}", d.display()),
+            FamilySource::Repos(g) => format!("hub cache repositories matching {g}"),
         };
         writeln!(f, "model: {}", self.spec)?;
         writeln!(f, "source: {source}")?;

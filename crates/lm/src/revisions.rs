@@ -213,6 +213,8 @@ pub enum FamilySource {
     Directory(PathBuf),
     /// A repository in the hub cache.
     Cache(PathBuf),
+    /// One hub-cache repository per checkpoint (a glob over the cached ids, as TinyLlama publishes).
+    Repos(String),
 }
 
 /// Finds the family behind a path (checkpoint, family or cache-repository directory) or an `ORG/NAME`
@@ -288,6 +290,13 @@ pub fn list_revisions(source: &FamilySource) -> Result<Vec<Revision>> {
                 Revision::new(name, dir, Some(commit))
             })
             .collect(),
+        FamilySource::Repos(glob) => {
+            return repo_family(
+                &[glob.clone()],
+                &BTreeMap::new(),
+                HubCache::from_env().as_ref(),
+            )
+        }
     };
     sort_revisions(&mut revs);
     Ok(revs)

@@ -527,6 +527,21 @@ fn a_family_of_cache_repositories_of_llama_checkpoints_sweeps_in_step_order() {
         groups[0].1,
         ["w2sg/tiny-llama-step-3k-6b", "w2sg/tiny-llama-final"]
     );
+    // `w2sg lm info` on a glob: the repositories with a step in their names, in training order.
+    let report =
+        w2sg_lm::info::info("w2sg/tiny-llama-step-*", Some(&cache), true, &mut |_, _| {}).unwrap();
+    let names: Vec<&str> = report.revisions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "w2sg/tiny-llama-step-1k-2b",
+            "w2sg/tiny-llama-step-2k-4b",
+            "w2sg/tiny-llama-step-3k-6b"
+        ]
+    );
+    assert!(report
+        .to_string()
+        .contains("repositories matching w2sg/tiny-llama-step-*"));
 
     // Plan errors name the key.
     for (family, want) in [
