@@ -24,10 +24,10 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{check_sizes, config_err, parse, resolve_rope, RopeParameters};
+use crate::config_keys::{check_sizes, config_err, parse, resolve_rope, RopeParameters};
 use crate::error::Result;
 use crate::layers::{embed, Activation, LayerNorm, Linear};
-use crate::model::{check_inputs, run_stack, Output, Request};
+use crate::stack::{check_inputs, run_stack, Output, Request};
 use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
 use crate::weights::WeightSource;
 

@@ -28,6 +28,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod config_keys;
 pub mod device;
 #[cfg(feature = "download")]
 pub mod download;
@@ -48,6 +49,7 @@ pub mod output;
 pub mod pretrain;
 pub mod released;
 pub mod revisions;
+pub mod stack;
 pub mod weights;
 pub mod weights_record;
 

@@ -32,12 +32,12 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{
+use crate::config_keys::{
     check_sizes, config_err, parse, resolve_scaled_rope, RopeKeys, RopeParameters,
 };
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, Linear, RmsNorm};
-use crate::model::{check_inputs, run_stack, Output, Request};
+use crate::stack::{check_inputs, run_stack, Output, Request};
 use crate::ops::{self, AttentionSpec, QkvLayout, RopeScaling, RotaryTables};
 use crate::weights::WeightSource;
 
