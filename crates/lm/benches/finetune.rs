@@ -4,13 +4,14 @@
 //! `cargo bench -p w2sg-lm --bench finetune` writes the random checkpoint of `benches/common`, then runs
 //! child processes, one measurement each, with the same thread count (`BENCH_THREADS`, default all
 //! cores):
-//! - this binary with `--child infer|full|lora`: [`w2sg_lm::finetune::finetune`] on `STEPS` batches of
+//! - this binary with `--child infer|full|lora|lora-graph`: [`w2sg_lm::finetune::finetune`] on `STEPS` batches of
 //!   `BATCH` texts truncated to `SEQ` tokens (one epoch, classification head on the last token), timed
 //!   per optimizer step after `WARMUP` untimed steps; `infer` runs the same batches forward only.
 //! - `benches/peers/finetune_torch.py` with the same mode, shapes and optimizer (`W2SG_PYTHON`, else
 //!   `/work/venv-lm/bin/python`, else `python3`).
 //!
-//! LoRA: rank 8, α 16, on every linear layer of every block. Full: every parameter but the LM head.
+//! LoRA: rank 8, α 16, on every linear layer of every block; `lora` recomputes each block in the
+//! backward pass (the default), `lora-graph` keeps candle's whole graph. Full: every parameter but the LM head.
 //! Peak memory is each process's VmHWM (Python's includes the interpreter and torch). Prints a Markdown
 //! table; no assertions.
 
@@ -82,7 +83,7 @@ fn child(mode: &str, dir: &Path) {
     }
     let cfg = FinetuneConfig {
         layers: Layers::All,
-        lora_rank: if mode == "lora" { 8 } else { 0 },
+        lora_rank: if mode.starts_with("lora") { 8 } else { 0 },
         lora_alpha: 16.0,
         epochs: 1,
         lr: 1e-4,
@@ -102,21 +103,25 @@ fn child(mode: &str, dir: &Path) {
     };
     let mut times = Vec::new();
     let mut last = Instant::now();
-    let out = finetune(
-        dir,
-        &tok,
-        &refs,
-        &mut targets,
-        &refs[..1],
-        &cfg,
-        &Device::Cpu,
-        &mut |_, _| {
-            times.push(last.elapsed().as_secs_f64());
-            last = Instant::now();
-        },
-        None,
-    )
-    .unwrap();
+    let run = || {
+        finetune(
+            dir,
+            &tok,
+            &refs,
+            &mut targets,
+            &refs[..1],
+            &cfg,
+            &Device::Cpu,
+            &mut |_, _| {
+                times.push(last.elapsed().as_secs_f64());
+                last = Instant::now();
+            },
+            None,
+        )
+    };
+    // `lora` recomputes each block in the backward pass (the default under LoRA); `lora-graph` keeps
+    // the whole graph, as full fine-tuning does.
+    let out = w2sg_lm::finetune::with_block_recompute(mode != "lora-graph", run).unwrap();
     let timed = &times[WARMUP..];
     println!(
         "{}",
@@ -182,17 +187,18 @@ fn main() {
     let infer = ours("infer");
     let infer_peer = peer("infer");
     let mut rows = vec![("inference (forward only)", infer.clone(), infer_peer)];
-    for mode in ["full", "lora"] {
-        rows.push((
-            if mode == "full" {
-                "full fine-tuning"
-            } else {
-                "LoRA r = 8"
-            },
-            ours(mode),
-            peer(mode),
-        ));
-    }
+    rows.push(("full fine-tuning", ours("full"), peer("full")));
+    let lora_peer = peer("lora");
+    rows.push((
+        "LoRA r = 8, blocks recomputed (default)",
+        ours("lora"),
+        lora_peer.clone(),
+    ));
+    rows.push((
+        "LoRA r = 8, whole graph kept",
+        ours("lora-graph"),
+        lora_peer,
+    ));
     for (name, o, p) in &rows {
         let tp = p.as_ref().map(|p| tokens / f(p, "seconds_per_step"));
         println!(
@@ -210,13 +216,17 @@ fn main() {
             )),
         );
     }
-    let lora = &rows[2].1;
-    println!(
-        "\nw2sg LoRA peak memory / w2sg inference peak memory: {:.2}× ({:.0} / {:.0} MiB)",
-        f(lora, "peak_rss_kb") / f(&infer, "peak_rss_kb"),
-        f(lora, "peak_rss_kb") / 1024.0,
-        f(&infer, "peak_rss_kb") / 1024.0
-    );
+    for (name, o, _) in &rows[1..] {
+        println!("{name}: first step loss {}", o["first_loss"]);
+    }
+    for (name, lora) in [("recomputed", &rows[2].1), ("whole graph", &rows[3].1)] {
+        println!(
+            "\nw2sg LoRA ({name}) peak memory / w2sg inference peak memory: {:.2}× ({:.0} / {:.0} MiB)",
+            f(lora, "peak_rss_kb") / f(&infer, "peak_rss_kb"),
+            f(lora, "peak_rss_kb") / 1024.0,
+            f(&infer, "peak_rss_kb") / 1024.0
+        );
+    }
     if py.is_none() {
         println!(
             "(no Python with torch + transformers found: set W2SG_PYTHON to run the PyTorch peer)"

@@ -4,11 +4,14 @@
 //! it. Inference calls the same op: candle records the backward graph only when an input is a
 //! variable (or depends on one), so a frozen checkpoint pays nothing for it, and the ops that would
 //! keep large state for the backward pass (attention probabilities, GELU′) keep it only when an input
-//! is tracked ([`Tensor::track_op`]).
+//! is tracked ([`Tensor::track_op`]), and give it up in their backward pass, so that it is freed as
+//! the backward pass goes down the graph rather than when the graph is dropped (a second backward
+//! pass over one graph is therefore an error, not a silent recomputation).
 //!
 //! | op name | function | backward |
 //! |---|---|---|
 //! | `w2sg-linear`, `w2sg-linear-no-bias` | [`linear`]: `act(x Wᵀ + b)`, one GEMM onto the bias | yes |
+//! | `w2sg-lora-linear` | [`lora_linear`]: `act(x Wᵀ + b + s·(x Aᵀ) Bᵀ)`, W and b frozen | A, B, x |
 //! | `w2sg-activation` | [`activation`]: an activation alone (LoRA and side-by-side layers) | yes |
 //! | `w2sg-add3` | [`add3`]: `(a + b) + c`, GPT-NeoX's parallel residual | yes |
 //! | `w2sg-layer-norm` | [`layer_norm`]: two-pass, f32 statistics (f32/bf16/f16 in) | f32 |
@@ -31,6 +34,7 @@
 mod attention;
 pub mod composite;
 mod linear;
+mod lora;
 mod loss;
 mod math;
 mod norm;
@@ -38,6 +42,7 @@ mod swiglu;
 
 pub use attention::{attention, qkv_attention, AttentionSpec, QkvLayout, RotaryTables};
 pub use linear::{activation, add3, linear, Activation};
+pub use lora::lora_linear;
 pub use loss::head_cross_entropy;
 pub use norm::{layer_norm, rms_norm};
 pub use swiglu::swiglu;
