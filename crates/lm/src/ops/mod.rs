@@ -108,7 +108,7 @@ fn composite_forced() -> bool {
 }
 
 /// Whether the CPU has AVX2 and FMA (checked once per call site by the standard library's cache).
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -122,7 +122,7 @@ fn has_avx2() -> bool {
 /// Defines `fn $name` whose body is compiled twice, for AVX2 + FMA and for the baseline, and picks
 /// the first when the CPU has them. No FMA is written in the bodies, so both give the same bits.
 macro_rules! dispatch_avx2 {
-    ($(#[$m:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
