@@ -12,7 +12,8 @@
 //!
 //! LoRA: rank 8, α 16, on every linear layer of every block; `lora` recomputes each block in the
 //! backward pass (the default), `lora-graph` keeps candle's whole graph. Full: every parameter but the LM head.
-//! Peak memory is each process's VmHWM (Python's includes the interpreter and torch). Prints a Markdown
+//! `BENCH_ROUNDS` (default 1) repeats each measurement, alternating with the peer, and keeps each
+//! side's median. Peak memory is each process's VmHWM (Python's includes the interpreter and torch). Prints a Markdown
 //! table; no assertions.
 
 mod common;
@@ -181,24 +182,43 @@ fn main() {
     };
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let tokens = (BATCH * SEQ) as f64;
-    println!("\nFine-tuning step, GPT-NeoX of Pythia-70m's shape (random weights, f32), batch {BATCH} × {SEQ} tokens, AdamW, {threads} thread(s), mean of {} steps after {WARMUP}\n", STEPS - WARMUP);
-    println!("| mode | w2sg tokens/s | PyTorch tokens/s | ratio | w2sg peak RSS MiB | PyTorch peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let infer = ours("infer");
-    let infer_peer = peer("infer");
+
+    // On a shared machine the load changes between runs: each mode runs `BENCH_ROUNDS` times,
+    // alternating with its peer, and each side's median run is shown.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let median = |mut runs: Vec<serde_json::Value>| {
+        runs.sort_by(|a, b| f(a, "seconds_per_step").total_cmp(&f(b, "seconds_per_step")));
+        runs.get(runs.len() / 2).cloned()
+    };
+    let measure = |mode: &str, with_peer: bool| {
+        let (mut o, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            o.push(ours(mode));
+            if with_peer {
+                p.extend(peer(if mode == "lora-graph" { "lora" } else { mode }));
+            }
+        }
+        (median(o).expect("at least one round"), median(p))
+    };
+    println!("\nFine-tuning step, GPT-NeoX of Pythia-70m's shape (random weights, f32), batch {BATCH} × {SEQ} tokens, AdamW, {threads} thread(s), mean of {} steps after {WARMUP}, median of {rounds} run(s) per side\n", STEPS - WARMUP);
+    let (infer, infer_peer) = measure("infer", true);
     let mut rows = vec![("inference (forward only)", infer.clone(), infer_peer)];
-    rows.push(("full fine-tuning", ours("full"), peer("full")));
-    let lora_peer = peer("lora");
+    let (full, full_peer) = measure("full", true);
+    rows.push(("full fine-tuning", full, full_peer));
+    let (lora, lora_peer) = measure("lora", true);
     rows.push((
         "LoRA r = 8, blocks recomputed (default)",
-        ours("lora"),
+        lora,
         lora_peer.clone(),
     ));
-    rows.push((
-        "LoRA r = 8, whole graph kept",
-        ours("lora-graph"),
-        lora_peer,
-    ));
+    let (graph, _) = measure("lora-graph", false);
+    rows.push(("LoRA r = 8, whole graph kept", graph, lora_peer));
+    println!("| mode | w2sg tokens/s | PyTorch tokens/s | ratio | w2sg peak RSS MiB | PyTorch peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, o, p) in &rows {
         let tp = p.as_ref().map(|p| tokens / f(p, "seconds_per_step"));
         println!(
