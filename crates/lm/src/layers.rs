@@ -24,14 +24,15 @@ impl Dense {
         let Some(lora) = &self.lora else {
             return ops::linear(x, &self.weight, self.bias.as_ref(), act);
         };
-        let y = ops::linear(x, &self.weight, self.bias.as_ref(), None)?;
-        let xa = ops::linear(x, &lora.a, None, None)?;
-        let delta = ops::linear(&xa, &lora.b, None, None)?;
-        let y = (y + (delta * lora.scale)?)?;
-        match act {
-            Some(a) => ops::activation(&y, a),
-            None => Ok(y),
-        }
+        ops::lora_linear(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            &lora.a,
+            &lora.b,
+            lora.scale,
+            act,
+        )
     }
 }
 

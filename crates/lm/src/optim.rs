@@ -48,15 +48,52 @@ pub struct AdamW {
     pub config: AdamWConfig,
     /// Updates applied so far (PyTorch's `state["step"]`).
     pub step: u64,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    m: Vec<Moment>,
+    v: Vec<Moment>,
+}
+
+/// One moment of one parameter: on the CPU a vector updated in place (no allocation per step, hence
+/// no fresh pages to fault in); elsewhere a tensor.
+#[derive(Debug, Clone)]
+enum Moment {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
+impl Moment {
+    /// Zeros shaped like `p`, or `t`'s values.
+    fn new(p: &Tensor, t: Option<Tensor>) -> Result<Self> {
+        let t = match t {
+            Some(t) => t,
+            None => p.zeros_like()?,
+        };
+        if p.device().is_cpu() && p.dtype() == DType::F32 {
+            Ok(Moment::Host(
+                t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            ))
+        } else {
+            Ok(Moment::Device(t))
+        }
+    }
+
+    /// As a tensor shaped like `p`.
+    fn tensor(&self, p: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Moment::Host(v) => Tensor::from_slice(v, p.shape(), p.device())?,
+            Moment::Device(t) => t.clone(),
+        })
+    }
 }
 
 impl AdamW {
     /// Zero moments for `params`.
     pub fn new(config: AdamWConfig, params: &[Param]) -> Result<Self> {
-        let zeros =
-            || -> Result<Vec<Tensor>> { params.iter().map(|p| Ok(p.var.zeros_like()?)).collect() };
+        let zeros = || -> Result<Vec<Moment>> {
+            params
+                .iter()
+                .map(|p| Moment::new(p.var.as_tensor(), None))
+                .collect()
+        };
         Ok(AdamW {
             config,
             step: 0,
@@ -114,10 +151,9 @@ impl AdamW {
                 bc2,
                 grad_scale,
             };
-            if let Some((w, m, v)) = self.update_cpu(i, p, g, &h)? {
+            if let (Moment::Host(m), Moment::Host(v)) = (&mut self.m[i], &mut self.v[i]) {
+                let w = update_cpu(p, &g.contiguous()?, m, v, &h)?;
                 p.var.set(&w)?;
-                self.m[i] = m;
-                self.v[i] = v;
                 continue;
             }
             let g = if grad_scale != 1.0 {
@@ -129,93 +165,73 @@ impl AdamW {
             if p.decay && c.weight_decay != 0.0 {
                 w = (w * (1.0 - lr * c.weight_decay))?;
             }
-            let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let pt = p.var.as_tensor();
+            let m = ((self.m[i].tensor(pt)? * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            let v = ((self.v[i].tensor(pt)? * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((v.sqrt()? / bc2.sqrt())? + c.eps)?;
             let w = (w - (m.div(&denom)? * (lr / bc1))?)?;
             p.var.set(&w)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            self.m[i] = Moment::Device(m);
+            self.v[i] = Moment::Device(v);
         }
         Ok(())
     }
+}
 
-    /// The fused CPU update of parameter `i`: new (weight, m, v), or `None` where the tensors are not
-    /// contiguous f32 CPU tensors (then the candle-op path runs).
-    fn update_cpu(
-        &self,
-        i: usize,
-        p: &Param,
-        g: &Tensor,
-        h: &Hyper,
-    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-        let w = p.var.as_tensor();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        let (ms, ml) = self.m[i].storage_and_layout();
-        let (vs, vl) = self.v[i].storage_and_layout();
-        let (Some(wv), Some(gv), Some(mv), Some(vv)) = (
-            cpu_f32(&ws, wl),
-            cpu_f32(&gs, gl),
-            cpu_f32(&ms, ml),
-            cpu_f32(&vs, vl),
-        ) else {
-            return Ok(None);
-        };
-        let n = wv.len();
-        if gv.len() != n || mv.len() != n || vv.len() != n {
-            return Ok(None);
-        }
-        let (mut w2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        // The constants exactly as candle's ops round them (f64 → f32 per op), and each scaling as
-        // candle's affine computes it (`x·mul + add`, here `+ 0.0`), so both paths give the same bits.
-        let scale = h.grad_scale as f32;
-        let wd = (1.0 - h.lr * h.decay) as f32;
-        let (b1, b1c) = (h.beta1 as f32, (1.0 - h.beta1) as f32);
-        let (b2, b2c) = (h.beta2 as f32, (1.0 - h.beta2) as f32);
-        let inv_sqrt_bc2 = (1.0 / h.bc2.sqrt()) as f32;
-        let eps = h.eps as f32;
-        let step = (h.lr / h.bc1) as f32;
-        const CHUNK: usize = 16 * 1024;
-        w2.par_chunks_mut(CHUNK)
-            .zip(m2.par_chunks_mut(CHUNK))
-            .zip(v2.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(c, ((w2, m2), v2))| {
-                let o = c * CHUNK;
-                for j in 0..w2.len() {
-                    let mut g = gv[o + j];
-                    if h.grad_scale != 1.0 {
-                        g = g * scale + 0.0;
-                    }
-                    let mut w = wv[o + j];
-                    if h.decay != 0.0 {
-                        w = w * wd + 0.0;
-                    }
-                    let m = (mv[o + j] * b1 + 0.0) + (g * b1c + 0.0);
-                    let v = (vv[o + j] * b2 + 0.0) + ((g * g) * b2c + 0.0);
-                    let denom = (v.sqrt() * inv_sqrt_bc2 + 0.0) + eps;
-                    w2[j] = w - ((m / denom) * step + 0.0);
-                    m2[j] = m;
-                    v2[j] = v;
-                }
-            });
-        let (dev, shape) = (w.device(), w.shape());
-        Ok(Some((
-            Tensor::from_vec(w2, shape, dev)?,
-            Tensor::from_vec(m2, shape, dev)?,
-            Tensor::from_vec(v2, shape, dev)?,
-        )))
+/// The fused CPU update of parameter `p`: the moments in place, and the new weight (to be set).
+fn update_cpu(p: &Param, g: &Tensor, m: &mut [f32], v: &mut [f32], h: &Hyper) -> Result<Tensor> {
+    let w = p.var.as_tensor();
+    let (ws, wl) = w.storage_and_layout();
+    let (gs, gl) = g.storage_and_layout();
+    let (Some(wv), Some(gv)) = (cpu_f32(&ws, wl), cpu_f32(&gs, gl)) else {
+        return Err(LmError::Compute(candle_core::Error::Msg(format!(
+            "parameter `{}`: CPU f32 weight and gradient expected",
+            p.name
+        ))));
+    };
+    let n = wv.len();
+    if gv.len() != n || m.len() != n || v.len() != n {
+        return Err(LmError::Compute(candle_core::Error::Msg(format!(
+            "parameter `{}`: gradient or moments of another size",
+            p.name
+        ))));
     }
+    let mut w2 = vec![0f32; n];
+    // The constants exactly as candle's ops round them (f64 → f32 per op), and each scaling as
+    // candle's affine computes it (`x·mul + add`, here `+ 0.0`), so both paths give the same bits.
+    let k = Consts {
+        scale: (h.grad_scale != 1.0).then_some(h.grad_scale as f32),
+        wd: (h.decay != 0.0).then_some((1.0 - h.lr * h.decay) as f32),
+        b1: h.beta1 as f32,
+        b1c: (1.0 - h.beta1) as f32,
+        b2: h.beta2 as f32,
+        b2c: (1.0 - h.beta2) as f32,
+        inv_sqrt_bc2: (1.0 / h.bc2.sqrt()) as f32,
+        eps: h.eps as f32,
+        step: (h.lr / h.bc1) as f32,
+    };
+    const CHUNK: usize = 16 * 1024;
+    w2.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, ((w2, m), v))| {
+            let r = c * CHUNK..c * CHUNK + w2.len();
+            adamw_slice(&wv[r.clone()], &gv[r], w2, m, v, &k);
+        });
+    Ok(Tensor::from_vec(w2, w.shape(), w.device())?)
+}
 
+impl AdamW {
     /// The moments as named tensors (`m.NAME`, `v.NAME`) for saving.
-    pub fn state_tensors(&self, params: &[Param]) -> Vec<(String, Tensor)> {
+    pub fn state_tensors(&self, params: &[Param]) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * params.len());
         for (i, p) in params.iter().enumerate() {
-            out.push((format!("m.{}", p.name), self.m[i].clone()));
-            out.push((format!("v.{}", p.name), self.v[i].clone()));
+            let t = p.var.as_tensor();
+            out.push((format!("m.{}", p.name), self.m[i].tensor(t)?));
+            out.push((format!("v.{}", p.name), self.v[i].tensor(t)?));
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments saved by [`AdamW::state_tensors`]; `what` names the file in errors.
@@ -241,12 +257,75 @@ impl AdamW {
                         p.var.dims()
                     )));
                 }
-                out.push(t.to_device(p.var.device())?);
+                out.push(Moment::new(
+                    p.var.as_tensor(),
+                    Some(t.to_device(p.var.device())?),
+                )?);
             }
         }
         Ok(AdamW { config, step, m, v })
     }
 }
+
+/// The f32 constants of [`adamw_slice`].
+struct Consts {
+    /// Gradient scale, when not 1.
+    scale: Option<f32>,
+    /// Weight-decay factor `1 − lr·λ`, when λ ≠ 0.
+    wd: Option<f32>,
+    b1: f32,
+    b1c: f32,
+    b2: f32,
+    b2c: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+    step: f32,
+}
+
+/// One AdamW update of a slice, in candle's op order. The loop is written without branches or
+/// bounds checks so that it vectorizes (square root and division included: IEEE-exact in every
+/// lane, so the bits are those of the scalar loop).
+#[inline(always)]
+fn adamw_generic<const SCALE: bool, const DECAY: bool>(
+    w: &[f32],
+    g: &[f32],
+    w2: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &Consts,
+) {
+    let scale = k.scale.unwrap_or(1.0);
+    let wd = k.wd.unwrap_or(1.0);
+    let n = w2.len();
+    let (w, g, m, v) = (&w[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    for j in 0..n {
+        let mut gj = g[j];
+        if SCALE {
+            gj = gj * scale + 0.0;
+        }
+        let mut wj = w[j];
+        if DECAY {
+            wj = wj * wd + 0.0;
+        }
+        let mj = (m[j] * k.b1 + 0.0) + (gj * k.b1c + 0.0);
+        let vj = (v[j] * k.b2 + 0.0) + ((gj * gj) * k.b2c + 0.0);
+        let denom = (vj.sqrt() * k.inv_sqrt_bc2 + 0.0) + k.eps;
+        w2[j] = wj - ((mj / denom) * k.step + 0.0);
+        m[j] = mj;
+        v[j] = vj;
+    }
+}
+
+crate::ops::dispatch_avx2!(
+    fn adamw_slice(w: &[f32], g: &[f32], w2: &mut [f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
+        match (k.scale.is_some(), k.wd.is_some()) {
+            (false, false) => adamw_generic::<false, false>(w, g, w2, m, v, k),
+            (true, false) => adamw_generic::<true, false>(w, g, w2, m, v, k),
+            (false, true) => adamw_generic::<false, true>(w, g, w2, m, v, k),
+            (true, true) => adamw_generic::<true, true>(w, g, w2, m, v, k),
+        }
+    }
+);
 
 /// The scalars of one AdamW update of one parameter.
 struct Hyper {
@@ -284,4 +363,74 @@ fn sum_of_squares(x: &[f32]) -> f64 {
         .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
         .collect();
     partial.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// The fused CPU update gives the bits of the candle-op version (the path of other devices),
+    /// with and without weight decay and gradient scaling, over several steps.
+    #[test]
+    fn fused_update_matches_candle_ops_bit_for_bit() {
+        let n = 40_000; // more than one parallel chunk, and a ragged tail
+        let mut rng = w2sg_data::SplitMix64::new(3);
+        let mut randn = |scale: f64| {
+            let v: Vec<f32> = (0..n).map(|_| (rng.next_normal() * scale) as f32).collect();
+            Tensor::from_vec(v, n, &Device::Cpu).unwrap()
+        };
+        let w0 = randn(1.0);
+        let grads: Vec<Tensor> = (0..3).map(|_| randn(0.1)).collect();
+        for (decay, scale) in [(true, 1.0), (false, 0.5), (true, 0.25), (false, 1.0)] {
+            let c = AdamWConfig::default();
+            let param = Param {
+                name: "w".into(),
+                var: Var::from_tensor(&w0).unwrap(),
+                decay,
+            };
+            let params = [param];
+            let mut opt = AdamW::new(c, &params).unwrap();
+            let (mut w, mut m, mut v) = (
+                w0.clone(),
+                w0.zeros_like().unwrap(),
+                w0.zeros_like().unwrap(),
+            );
+            for (t, g) in grads.iter().enumerate() {
+                let lr = 1e-3 * (t + 1) as f64;
+                let mut store = GradStore::default();
+                store.insert(params[0].var.as_tensor(), g.clone());
+                opt.update(&params, &store, lr, scale).unwrap();
+                // The candle-op version of `update`.
+                let step = (t + 1) as i32;
+                let (bc1, bc2) = (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step));
+                let g = if scale != 1.0 {
+                    (g * scale).unwrap()
+                } else {
+                    g.clone()
+                };
+                if decay {
+                    w = (w * (1.0 - lr * c.weight_decay)).unwrap();
+                }
+                m = ((&m * c.beta1).unwrap() + (&g * (1.0 - c.beta1)).unwrap()).unwrap();
+                v = ((&v * c.beta2).unwrap() + (g.sqr().unwrap() * (1.0 - c.beta2)).unwrap())
+                    .unwrap();
+                let denom = ((v.sqrt().unwrap() / bc2.sqrt()).unwrap() + c.eps).unwrap();
+                w = (w - (m.div(&denom).unwrap() * (lr / bc1)).unwrap()).unwrap();
+                let bits = |t: &Tensor| -> Vec<u32> {
+                    t.to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect()
+                };
+                assert_eq!(
+                    bits(params[0].var.as_tensor()),
+                    bits(&w),
+                    "decay {decay}, scale {scale}, step {step}"
+                );
+            }
+        }
+    }
 }

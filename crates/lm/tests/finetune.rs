@@ -15,7 +15,9 @@ use candle_core::{Device, Tensor};
 use common::fixtures;
 use w2sg_lm::checkpoint::write_safetensors;
 use w2sg_lm::features::Pooling;
-use w2sg_lm::finetune::{finetune, FinetuneConfig, FinetuneOutput, Layers, TargetRequest, Trace};
+use w2sg_lm::finetune::{
+    finetune, with_block_recompute, FinetuneConfig, FinetuneOutput, Layers, TargetRequest, Trace,
+};
 
 /// 40 short texts and soft labels: texts with "good" lean positive.
 fn data() -> (Vec<String>, Vec<f32>) {
@@ -188,6 +190,84 @@ fn same_seed_same_bits_with_one_and_two_threads() {
         })
     };
     assert_eq!(go(1), go(2));
+}
+
+/// Under LoRA the backward pass recomputes each block, a group of sequences at a time; it must
+/// train as the whole graph does, up to float reassociation. Texts of 200 tokens, so that a
+/// micro-batch of 4 spans two groups of sequences.
+#[test]
+fn recomputed_blocks_train_as_the_whole_graph() {
+    let words = ["good", "bad", "film", "plot", "actors", "music"];
+    let texts: Vec<String> = (0..8)
+        .map(|i| {
+            (0..220)
+                .map(|j| words[(i * 7 + j * j * 3) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+    for fixture in ["neox-parallel-rot25", "olmo2"] {
+        let dir = fixtures().join(fixture);
+        let mut c = cfg(Layers::All, 4);
+        c.max_tokens = 200;
+        c.grad_accumulation = 1;
+        assert!(c.recomputes(), "LoRA recomputes by default");
+        let go = |on: bool| {
+            with_block_recompute(on, || {
+                let mut trace = Trace::default();
+                let mut targets = |r: &TargetRequest<'_>| {
+                    r.indices
+                        .iter()
+                        .map(|&i| (i % 2) as f32)
+                        .collect::<Vec<f32>>()
+                };
+                let out = finetune(
+                    &dir,
+                    &tokenizer(&dir),
+                    &refs,
+                    &mut targets,
+                    &refs[..4],
+                    &c,
+                    &Device::Cpu,
+                    &mut |_, _| {},
+                    Some(&mut trace),
+                )
+                .unwrap();
+                (out, trace)
+            })
+        };
+        let (graph, tg) = go(false);
+        let (recomputed, tr) = go(true);
+        assert_eq!(graph.step_losses.len(), 4);
+        for (a, b) in recomputed.step_losses.iter().zip(&graph.step_losses) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "{fixture}: loss {a} vs {b}"
+            );
+        }
+        for ((name, a), (_, b)) in tr.trained.iter().zip(&tg.trained) {
+            let (a, b) = (
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                diff <= 1e-4 * scale,
+                "{fixture}: {name} differs by {diff} (max {scale})"
+            );
+        }
+        for (a, b) in recomputed.eval_logits.iter().zip(&graph.eval_logits) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{fixture}: eval {a} vs {b}"
+            );
+        }
+    }
 }
 
 #[test]

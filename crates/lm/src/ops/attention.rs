@@ -513,8 +513,8 @@ impl CustomOp1 for AttentionOp {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let d = self.dims(qkv.layout())?;
-        let guard = self.probs.lock().unwrap();
-        let probs = guard.as_ref().ok_or_else(|| {
+        // Consumed: freed as the backward pass goes down the graph (a second pass is an error).
+        let probs = self.probs.lock().unwrap().take().ok_or_else(|| {
             candle_core::Error::Msg("attention: backward without a tracked forward".into())
         })?;
         let grad = grad.contiguous()?;
@@ -526,7 +526,7 @@ impl CustomOp1 for AttentionOp {
             cpu_f32(&qs, ql, "attention qkv")?,
             &self.rot.cos[..n],
             &self.rot.sin[..n],
-            probs,
+            &probs,
             cpu_f32(&gs, gl, "attention grad")?,
             self.scale(),
         );
@@ -644,8 +644,8 @@ impl CustomOp3 for QkvAttentionOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = self.dims(x.layout())?;
-        let guard = self.saved.lock().unwrap();
-        let (qkv, probs) = guard.as_ref().ok_or_else(|| {
+        // Consumed: freed as the backward pass goes down the graph (a second pass is an error).
+        let (qkv, probs) = self.saved.lock().unwrap().take().ok_or_else(|| {
             candle_core::Error::Msg("qkv_attention: backward without a tracked forward".into())
         })?;
         let grad = grad.contiguous()?;
@@ -656,10 +656,10 @@ impl CustomOp3 for QkvAttentionOp {
         let g = cpu_f32(&g_s, g_l, "qkv_attention grad")?;
         let dqkv = attn_bwd(
             &d,
-            qkv,
+            &qkv,
             &self.rot.cos[..n],
             &self.rot.sin[..n],
-            probs,
+            &probs,
             g,
             self.scale(),
         );

@@ -34,6 +34,25 @@ pub fn linear(
     y.reshape(out_shape)
 }
 
+/// `act(x Wᵀ + b + scale · (x Aᵀ) Bᵀ)`: a linear layer with a LoRA adapter, as peft computes it.
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    a: &Tensor,
+    bm: &Tensor,
+    scale: f64,
+    act: Option<Activation>,
+) -> candle_core::Result<Tensor> {
+    let y = linear(x, w, b, None)?;
+    let delta = linear(&linear(x, a, None, None)?, bm, None, None)?;
+    let y = (y + (delta * scale)?)?;
+    match act {
+        Some(a) => a.apply(&y),
+        None => Ok(y),
+    }
+}
+
 /// Two-pass LayerNorm over the last dimension, in f32, cast back to the input dtype.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let dtype = x.dtype();

@@ -115,7 +115,7 @@ pub(super) fn linear_bwd(
 }
 
 /// Applies `act` in place; with `save`, also returns its derivative at the pre-activation.
-fn apply_act(y: &mut [f32], act: Activation, save: bool) -> Option<Vec<f32>> {
+pub(super) fn apply_act(y: &mut [f32], act: Activation, save: bool) -> Option<Vec<f32>> {
     if !save {
         y.par_chunks_mut(CHUNK).for_each(|c| act_slice(c, act));
         return None;
@@ -128,11 +128,7 @@ fn apply_act(y: &mut [f32], act: Activation, save: bool) -> Option<Vec<f32>> {
 }
 
 /// The gradient through an activation: `g ⊙ act′`, from the derivative kept by the forward pass.
-fn through_act(g: &[f32], dact: &Mutex<Option<Vec<f32>>>) -> candle_core::Result<Vec<f32>> {
-    let dact = dact.lock().unwrap();
-    let dact = dact.as_ref().ok_or_else(|| {
-        candle_core::Error::Msg("activation: backward without a tracked forward".into())
-    })?;
+pub(super) fn through_act(g: &[f32], dact: &[f32]) -> Vec<f32> {
     let mut d = vec![0f32; dact.len()];
     d.par_chunks_mut(CHUNK)
         .zip(dact.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
@@ -141,7 +137,16 @@ fn through_act(g: &[f32], dact: &Mutex<Option<Vec<f32>>>) -> candle_core::Result
                 d[i] = g[i] * da[i];
             }
         });
-    Ok(d)
+    d
+}
+
+/// [`through_act`] with the derivative an op keeps behind a lock, consumed: freed as the backward
+/// pass goes down the graph (a second pass over the same graph is an error).
+fn through_saved_act(g: &[f32], dact: &Mutex<Option<Vec<f32>>>) -> candle_core::Result<Vec<f32>> {
+    let dact = dact.lock().unwrap().take().ok_or_else(|| {
+        candle_core::Error::Msg("activation: backward without a tracked forward".into())
+    })?;
+    Ok(through_act(g, &dact))
 }
 
 struct LinearOp {
@@ -182,8 +187,12 @@ impl LinearOp {
         w: &Tensor,
         grad: &Tensor,
         with_bias: bool,
-    ) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out, _) = w.dims2()?;
+        if !self.grad_w && !x.track_op() {
+            // A frozen layer on an untracked input (the first block under LoRA): nothing to do.
+            return Ok((None, None, None));
+        }
         let grad = grad.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
@@ -193,7 +202,7 @@ impl LinearOp {
         let g = cpu_f32(&gs, gl, "linear grad")?;
         let dz;
         let g = if self.act.is_some() {
-            dz = through_act(g, &self.dact)?;
+            dz = through_saved_act(g, &self.dact)?;
             &dz[..]
         } else {
             g
@@ -215,11 +224,11 @@ impl LinearOp {
                     Threads::All,
                 );
             }
-            return Ok((Tensor::from_vec(dx, x.shape(), dev)?, None, None));
+            return Ok((Some(Tensor::from_vec(dx, x.shape(), dev)?), None, None));
         }
         let (dx, dw, db) = linear_bwd(xv, wv, g, out, with_bias);
         Ok((
-            Tensor::from_vec(dx, x.shape(), dev)?,
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(Tensor::from_vec(dw, w.shape(), dev)?),
             db.map(|db| Tensor::from_vec(db, out, dev)).transpose()?,
         ))
@@ -258,7 +267,7 @@ impl CustomOp3 for LinearOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.bwd_all(x, w, grad, true)?;
-        Ok((Some(dx), dw, db))
+        Ok((dx, dw, db))
     }
 }
 
@@ -291,7 +300,7 @@ impl CustomOp2 for LinearOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = self.bwd_all(x, w, grad, false)?;
-        Ok((Some(dx), dw))
+        Ok((dx, dw))
     }
 }
 
@@ -401,7 +410,7 @@ impl candle_core::CustomOp1 for ActivationOp {
         let grad = grad.contiguous()?;
         let (gs, gl) = grad.storage_and_layout();
         let g = cpu_f32(&gs, gl, "activation grad")?;
-        let dx = through_act(g, &self.dact)?;
+        let dx = through_saved_act(g, &self.dact)?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }

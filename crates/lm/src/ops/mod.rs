@@ -4,11 +4,14 @@
 //! it. Inference calls the same op: candle records the backward graph only when an input is a
 //! variable (or depends on one), so a frozen checkpoint pays nothing for it, and the ops that would
 //! keep large state for the backward pass (attention probabilities, GELU′) keep it only when an input
-//! is tracked ([`Tensor::track_op`]).
+//! is tracked ([`Tensor::track_op`]), and give it up in their backward pass, so that it is freed as
+//! the backward pass goes down the graph rather than when the graph is dropped (a second backward
+//! pass over one graph is therefore an error, not a silent recomputation).
 //!
 //! | op name | function | backward |
 //! |---|---|---|
 //! | `w2sg-linear`, `w2sg-linear-no-bias` | [`linear`]: `act(x Wᵀ + b)`, one GEMM onto the bias | yes |
+//! | `w2sg-lora-linear` | [`lora_linear`]: `act(x Wᵀ + b + s·(x Aᵀ) Bᵀ)`, W and b frozen | A, B, x |
 //! | `w2sg-activation` | [`activation`]: an activation alone (LoRA and side-by-side layers) | yes |
 //! | `w2sg-add3` | [`add3`]: `(a + b) + c`, GPT-NeoX's parallel residual | yes |
 //! | `w2sg-layer-norm` | [`layer_norm`]: two-pass, f32 statistics (f32/bf16/f16 in) | f32 |
@@ -31,6 +34,7 @@
 mod attention;
 pub mod composite;
 mod linear;
+mod lora;
 mod loss;
 mod math;
 mod norm;
@@ -39,6 +43,7 @@ mod swiglu;
 
 pub use attention::{attention, qkv_attention, AttentionSpec, QkvLayout, RotaryTables};
 pub use linear::{activation, add3, linear, Activation};
+pub use lora::lora_linear;
 pub use loss::head_cross_entropy;
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{inv_freq, RopeScaling};
@@ -105,7 +110,7 @@ fn composite_forced() -> bool {
 }
 
 /// Whether the CPU has AVX2 and FMA (checked once per call site by the standard library's cache).
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -119,7 +124,7 @@ fn has_avx2() -> bool {
 /// Defines `fn $name` whose body is compiled twice, for AVX2 + FMA and for the baseline, and picks
 /// the first when the CPU has them. No FMA is written in the bodies, so both give the same bits.
 macro_rules! dispatch_avx2 {
-    ($(#[$m:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]

@@ -106,6 +106,51 @@ fn linear_matches_composite_with_every_activation() {
     );
 }
 
+/// The fused LoRA layer against peft's composite `x Wᵀ + b + s·(x Aᵀ) Bᵀ`, W and b frozen: the
+/// output and the gradients of x, A and B, with and without bias and activation.
+#[test]
+fn lora_linear_matches_composite() {
+    let x = randn(&[2, 9, 12], 80).affine(1.5, 0.0).unwrap();
+    let w = randn(&[7, 12], 81);
+    let b = randn(&[7], 82);
+    let a = randn(&[3, 12], 83).affine(0.3, 0.0).unwrap();
+    let bm = randn(&[7, 3], 84);
+    let probe = randn(&[2, 9, 7], 85);
+    for (bias, act) in [
+        (Some(&b), None),
+        (Some(&b), Some(Activation::GeluErf)),
+        (None, Some(Activation::Silu)),
+        (None, None),
+    ] {
+        check(
+            &[x.clone(), a.clone(), bm.clone()],
+            Some(&probe),
+            2e-5,
+            |t| lora_linear(&t[0], &w, bias, &t[1], &t[2], 2.5, act).unwrap(),
+            |t| composite::lora_linear(&t[0], &w, bias, &t[1], &t[2], 2.5, act).unwrap(),
+        );
+    }
+    // An untracked input (the first block under LoRA) still gives the adapters their gradients.
+    let (av, bv) = (
+        Var::from_tensor(&a).unwrap(),
+        Var::from_tensor(&bm).unwrap(),
+    );
+    let y = lora_linear(&x, &w, Some(&b), &av, &bv, 2.5, None).unwrap();
+    let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let y2 = composite::lora_linear(&x, &w, Some(&b), &av, &bv, 2.5, None).unwrap();
+    let g2 = (y2 * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for v in [&av, &bv] {
+        let d = rel_diff(g.get(v).unwrap(), g2.get(v).unwrap());
+        assert!(d < 2e-5, "adapter gradient differs by {d}");
+    }
+    assert!(g.get(&x).is_none(), "an untracked input got a gradient");
+}
+
 #[test]
 fn activation_matches_composite() {
     let x = randn(&[5, 33], 12).affine(2.0, 0.0).unwrap();
@@ -276,6 +321,12 @@ fn ops_are_deterministic_across_thread_counts() {
     let qkv = randn(&[3, 65, spec.qkv_width()], 70);
     let x = randn(&[200, 32], 71);
     let w = randn(&[32], 72);
+    let (lx, lw, lbias) = (
+        randn(&[300, 40], 73),
+        randn(&[70, 40], 74),
+        randn(&[70], 75),
+    );
+    let (la, lb) = (randn(&[8, 40], 76), randn(&[70, 8], 77));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -288,7 +339,22 @@ fn ops_are_deterministic_across_thread_counts() {
             let (z, gz) = fwd_bwd(&[x.clone(), w.clone()], None, |v| {
                 rms_norm(&v[0], &v[1], 1e-6).unwrap().sqr().unwrap()
             });
-            [y, g[0].clone(), z, gz[0].clone(), gz[1].clone()]
+            let (l, gl) = fwd_bwd(&[lx.clone(), la.clone(), lb.clone()], None, |v| {
+                lora_linear(
+                    &v[0],
+                    &lw,
+                    Some(&lbias),
+                    &v[1],
+                    &v[2],
+                    2.0,
+                    Some(Activation::GeluErf),
+                )
+                .unwrap()
+            });
+            [y, g[0].clone(), z, gz[0].clone(), gz[1].clone(), l]
+                .into_iter()
+                .chain(gl)
+                .collect::<Vec<_>>()
                 .iter()
                 .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
                 .collect::<Vec<_>>()

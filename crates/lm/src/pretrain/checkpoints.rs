@@ -126,7 +126,7 @@ pub fn save_checkpoint(
     let tok_dst = partial.join("tokenizer.json");
     std::fs::copy(tokenizer_json, &tok_dst).map_err(|e| PretrainError::write(&tok_dst, e))?;
     if let Some(opt) = optimizer {
-        let named = opt.state_tensors(model.params());
+        let named = opt.state_tensors(model.params())?;
         let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
         write_safetensors(&partial.join(OPTIMIZER), &refs, &pt_metadata())?;
     }

@@ -1,0 +1,296 @@
+//! Micro-batches through the model and the classifier head, and their gradients: on candle's graph
+//! of the whole model, or by recomputing one block at a time (activation checkpointing).
+//!
+//! candle's backward pass keeps every node of the graph alive until it returns, so training on the
+//! whole graph holds every block's activations at once (about 40 MiB per GPT-NeoX block of
+//! Pythia-70m's shape at 8 × 128 tokens, plus the gradients in flight). Recomputing keeps only the
+//! hidden states between blocks:
+//! 1. forward through the trained blocks without a graph (the model over detached views of the
+//!    variables, which share their storage and so see every optimizer update), keeping the hidden
+//!    state between blocks; the final state gives the logits, the targets and the loss (the same
+//!    bits as the whole graph's, since every fused op gives the same bits tracked and untracked);
+//! 2. then, for each group of sequences of at most [`RECOMPUTE_TOKENS`] padded tokens (attention
+//!    never crosses sequences, so groups are independent): the last block, the final norm and the
+//!    head with a graph from that block's input as a leaf, whose loss's backward pass gives the
+//!    head's and the block's gradients and the leaf's; then down the blocks, block i again with a
+//!    graph from its input, and the backward pass of `Σ out ⊙ g_out` (whose gradient at `out` is
+//!    exactly `g_out`) gives the block's gradients and the gradient at its input.
+//!
+//! Only one block of one group is on a graph at a time. The gradients are the whole graph's up to
+//! the order of float sums (the groups' gradients are added, and a block input's gradient
+//! contributions may be summed in another order); same bits for every thread count. The cost is one
+//! more forward pass through the trained blocks.
+//!
+//! Recomputation is on under LoRA ([`super::FinetuneConfig::recomputes`]): there the frozen base
+//! makes the activations most of the memory, and the detached model reads the base weights as they
+//! are (a trained base weight could be copied at load time, e.g. concatenated, and miss updates).
+
+use std::cell::Cell;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+
+use crate::error::{LmError, Result};
+use crate::features::{pad_right, pool, Pooling};
+use crate::model::{Model, Request};
+use crate::weights::Param;
+
+thread_local! {
+    static RECOMPUTE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with block recomputation under LoRA turned on or off on this thread (the other modes
+/// never recompute): how the tests check the two backward passes against each other, and how the benchmark
+/// measures both.
+pub fn with_block_recompute<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<bool>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RECOMPUTE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(RECOMPUTE.with(|c| c.replace(Some(on))));
+    f()
+}
+
+/// The forced setting, if any.
+pub(super) fn recompute_override() -> Option<bool> {
+    RECOMPUTE.with(|c| c.get())
+}
+
+/// Per-example model inputs: token ids, or the frozen blocks' output (len × H) when training starts
+/// above the embeddings.
+pub(super) enum Inputs {
+    Ids(Vec<Vec<u32>>),
+    Cached(Vec<Tensor>),
+}
+
+/// A padded micro-batch at hidden state `start`: token ids (start 0), or hidden states.
+#[derive(Clone)]
+enum Batch {
+    Ids(Tensor),
+    Hidden(Tensor),
+}
+
+/// Padded tokens per group of sequences whose gradients are recomputed together.
+const RECOMPUTE_TOKENS: usize = 512;
+
+/// Runs micro-batches through the model from hidden state `start` and the classifier head.
+pub(super) struct Runner<'a> {
+    /// The model with every weight frozen, when training starts above the embeddings.
+    pub frozen: Option<&'a Model>,
+    pub model: &'a Model,
+    /// The training model over detached views of the variables: when set, gradients are computed
+    /// by recomputing one block at a time.
+    pub recompute: Option<&'a Model>,
+    pub start: usize,
+    pub num_layers: usize,
+    pub pooling: Pooling,
+    pub device: &'a Device,
+    pub head_w: Tensor,
+    pub head_b: Tensor,
+}
+
+/// Σ over the batch of the numerically stable binary cross-entropy with logits z and targets t.
+fn bce_sum(z: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+    ((z.relu()? - (z * t)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?.sum_all()
+}
+
+/// Adds `g`'s gradients of `params` into `acc`, in the parameters' order.
+fn merge(acc: &mut GradStore, g: &GradStore, params: &[Param]) -> Result<()> {
+    for p in params {
+        let t = p.var.as_tensor();
+        if let Some(b) = g.get(t) {
+            let sum = match acc.get(t) {
+                Some(a) => (a + b)?,
+                None => b.clone(),
+            };
+            acc.insert(t, sum);
+        }
+    }
+    Ok(())
+}
+
+impl Runner<'_> {
+    pub(super) fn inputs(&self, ids: &[Vec<u32>], batch: usize) -> Result<Inputs> {
+        if self.start == 0 {
+            return Ok(Inputs::Ids(ids.to_vec()));
+        }
+        let mut cached = Vec::with_capacity(ids.len());
+        let idx: Vec<usize> = (0..ids.len()).collect();
+        for b in idx.chunks(batch) {
+            let seqs: Vec<&[u32]> = b.iter().map(|&i| ids[i].as_slice()).collect();
+            let padded = pad_right(&seqs, 0, self.device)?;
+            let frozen = self
+                .frozen
+                .expect("a frozen model when training starts above the embeddings");
+            let out = frozen.forward(&padded.input_ids, &Request::hidden_state(self.start))?;
+            let h = out.hidden_state(self.start).expect("requested");
+            for (row, s) in seqs.iter().enumerate() {
+                cached.push(h.get(row)?.narrow(0, 0, s.len())?.contiguous()?);
+            }
+        }
+        Ok(Inputs::Cached(cached))
+    }
+
+    /// The padded micro-batch `batch` at hidden state `start`, and its attention mask (B, T).
+    fn batch(&self, inputs: &Inputs, batch: &[usize]) -> Result<(Batch, Tensor)> {
+        match inputs {
+            Inputs::Ids(ids) => {
+                let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+                let padded = pad_right(&seqs, 0, self.device)?;
+                Ok((Batch::Ids(padded.input_ids), padded.attention_mask))
+            }
+            Inputs::Cached(states) => {
+                let t = batch
+                    .iter()
+                    .map(|&i| states[i].dim(0))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let tmax = t.iter().copied().max().unwrap_or(0);
+                let hidden = states[0].dim(1)?;
+                let mut rows = Vec::with_capacity(batch.len());
+                let mut mask = Vec::with_capacity(batch.len() * tmax);
+                for (&i, &len) in batch.iter().zip(&t) {
+                    let s = &states[i];
+                    rows.push(if len < tmax {
+                        Tensor::cat(
+                            &[
+                                s,
+                                &Tensor::zeros((tmax - len, hidden), s.dtype(), self.device)?,
+                            ],
+                            0,
+                        )?
+                    } else {
+                        s.clone()
+                    });
+                    mask.extend((0..tmax).map(|j| if j < len { 1f32 } else { 0.0 }));
+                }
+                Ok((
+                    Batch::Hidden(Tensor::stack(&rows, 0)?),
+                    Tensor::from_vec(mask, (batch.len(), tmax), self.device)?,
+                ))
+            }
+        }
+    }
+
+    /// The hidden states `wanted` of `model`, run from hidden state `from` whose value is `x`.
+    fn run(
+        &self,
+        model: &Model,
+        x: &Batch,
+        from: usize,
+        wanted: Vec<usize>,
+    ) -> Result<Vec<Tensor>> {
+        let request = Request {
+            hidden_states: wanted,
+            logits: false,
+        };
+        let out = match x {
+            Batch::Ids(ids) => model.forward(ids, &request)?,
+            Batch::Hidden(h) => model.forward_from(h.clone(), from, &request)?,
+        };
+        Ok(out.hidden_states.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Block `i` (with the final norm after the last block) on its input `x`.
+    fn block(&self, x: &Batch, i: usize) -> Result<Tensor> {
+        Ok(self.run(self.model, x, i, vec![i + 1])?.remove(0))
+    }
+
+    /// The classifier's logits (B,) from the final hidden states.
+    fn head(&self, h: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let pooled = pool(h, mask, self.pooling)?;
+        let z = pooled
+            .matmul(&self.head_w.t()?)?
+            .broadcast_add(&self.head_b)?;
+        Ok(z.squeeze(1)?)
+    }
+
+    /// Logits (B,) of the examples `batch`.
+    pub(super) fn logits(&self, inputs: &Inputs, batch: &[usize]) -> Result<Tensor> {
+        let (x, mask) = self.batch(inputs, batch)?;
+        let h = self
+            .run(self.model, &x, self.start, vec![self.num_layers])?
+            .remove(0);
+        self.head(&h, &mask)
+    }
+
+    /// One micro-batch: its logits go to `targets`, which returns the effective targets t̂; returns
+    /// the loss `Σ BCE(z, t̂) / denom` and the gradients of `params`.
+    pub(super) fn loss_and_grads(
+        &self,
+        inputs: &Inputs,
+        batch: &[usize],
+        denom: f64,
+        params: &[Param],
+        targets: &mut dyn FnMut(&[f32]) -> Result<Tensor>,
+    ) -> Result<(f32, GradStore)> {
+        let mut grads = GradStore::default();
+        let Some(nograd) = self.recompute else {
+            let z = self.logits(inputs, batch)?;
+            let t = targets(&z.to_vec1::<f32>()?)?;
+            let loss = (bce_sum(&z, &t)? / denom)?;
+            merge(&mut grads, &loss.backward()?, params)?;
+            return Ok((loss.to_scalar::<f32>()?, grads));
+        };
+        let (s, l) = (self.start, self.num_layers);
+        let (x, mask) = self.batch(inputs, batch)?;
+        // Hidden states s+1 … L without a graph: the inputs of the trained blocks above the first,
+        // and the final state, whose logits (the same bits as the graph's) give the targets and the
+        // loss.
+        let mut states = self.run(nograd, &x, s, (s + 1..=l).collect())?;
+        let last = states.pop().expect("hidden state L requested");
+        let z = {
+            let pooled = pool(&last, &mask, self.pooling)?;
+            let z = pooled
+                .matmul(&self.head_w.detach().t()?)?
+                .broadcast_add(&self.head_b.detach())?;
+            z.squeeze(1)?
+        };
+        drop(last);
+        let t = targets(&z.to_vec1::<f32>()?)?;
+        let loss = (bce_sum(&z, &t)? / denom)?.to_scalar::<f32>()?;
+        // Gradients, a group of sequences at a time (attention never crosses sequences): a
+        // group's recomputed block holds its activations, so groups bound the memory.
+        let (nb, tlen) = mask.dims2()?;
+        let per_group = (RECOMPUTE_TOKENS / tlen.max(1)).clamp(1, nb);
+        for r0 in (0..nb).step_by(per_group) {
+            let n = per_group.min(nb - r0);
+            let rows = |t: &Tensor| t.narrow(0, r0, n);
+            // Block i's input: the batch for the first block, else a leaf whose gradient is wanted.
+            let input = |i: usize| -> Result<(Batch, Option<Var>)> {
+                if i == s {
+                    return Ok((
+                        match &x {
+                            Batch::Ids(t) => Batch::Ids(rows(t)?),
+                            Batch::Hidden(t) => Batch::Hidden(rows(t)?),
+                        },
+                        None,
+                    ));
+                }
+                let leaf = Var::from_tensor(&rows(&states[i - s - 1])?)?;
+                Ok((Batch::Hidden(leaf.as_tensor().clone()), Some(leaf)))
+            };
+            let (top, leaf) = input(l - 1)?;
+            let z = self.head(&self.block(&top, l - 1)?, &rows(&mask)?)?;
+            let g = (bce_sum(&z, &rows(&t)?)? / denom)?.backward()?;
+            merge(&mut grads, &g, params)?;
+            let mut g_out = leaf.and_then(|v| g.get(v.as_tensor()).cloned());
+            drop(g);
+            for i in (s..l - 1).rev() {
+                let g_next = g_out.take().ok_or_else(|| {
+                    LmError::Compute(candle_core::Error::Msg(format!(
+                        "finetune: no gradient reached the input of block {}",
+                        i + 1
+                    )))
+                })?;
+                let (xi, leaf) = input(i)?;
+                let out = self.block(&xi, i)?;
+                let g = (out * g_next)?.sum_all()?.backward()?;
+                merge(&mut grads, &g, params)?;
+                g_out = leaf.and_then(|v| g.get(v.as_tensor()).cloned());
+            }
+        }
+        Ok((loss, grads))
+    }
+}
