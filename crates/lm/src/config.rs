@@ -18,11 +18,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::config_keys::config_err;
 use crate::error::{LmError, Result};
 use crate::gpt_neox::GptNeoXConfig;
 use crate::llama::{LlamaConfig, LlamaVariant};
 use crate::olmo::OlmoConfig;
-use crate::config_keys::config_err;
 
 /// The architecture and hyper-parameters of a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,4 +173,3 @@ impl ModelConfig {
         }
     }
 }
-

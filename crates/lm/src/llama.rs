@@ -37,8 +37,8 @@ use crate::config_keys::{
 };
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, Linear, RmsNorm};
-use crate::stack::{check_inputs, run_stack, Output, Request};
 use crate::ops::{self, AttentionSpec, QkvLayout, RopeScaling, RotaryTables};
+use crate::stack::{check_inputs, run_stack, Output, Request};
 use crate::weights::WeightSource;
 
 /// Which member of the family a checkpoint is.

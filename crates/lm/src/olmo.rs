@@ -34,8 +34,8 @@ use serde_json::Value;
 use crate::config_keys::{check_sizes, config_err, parse, resolve_rope, RopeParameters};
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, LayerNorm, Linear};
-use crate::stack::{check_inputs, run_stack, Output, Request};
 use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
+use crate::stack::{check_inputs, run_stack, Output, Request};
 use crate::weights::WeightSource;
 
 /// Which tensor names the checkpoint uses.

@@ -151,4 +151,3 @@ pub(crate) fn run_stack<L>(
         logits,
     })
 }
-

@@ -20,10 +20,9 @@ use w2sg_protocol::{
     StepOutcomes, Store, UnitKey, UnitStatus,
 };
 
-use crate::engine::{
-    features_spec, probe_spec, split_weak_blob, weak_spec, CheckpointRef, Resolved, CEILING,
-};
 use crate::error::Result;
+use crate::resolve::{finetuned_groups, CheckpointRef, Resolved};
+use crate::specs::{features_spec, probe_spec, split_weak_blob, weak_spec, CEILING};
 
 /// One (checkpoint, task, loss, seed).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -185,7 +184,7 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
                 Found::Missing => {}
             }
         }
-        let tuned = crate::engine::finetuned_groups(resolved);
+        let tuned = finetuned_groups(resolved);
         let mut modes: Vec<Option<String>> = Vec::new();
         if plan.probes() {
             modes.push(None);

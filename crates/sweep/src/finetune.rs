@@ -34,175 +34,18 @@
 //! kill (fine-tuning is deterministic, so the result is the same). The weak supervisor stays the
 //! probe on its features.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
 
 use w2sg_lm::features::Pooling;
-use w2sg_lm::finetune::{FinetuneConfig, Layers, TargetRequest};
+use w2sg_lm::finetune::TargetRequest;
 use w2sg_protocol::key::config_hash;
 use w2sg_protocol::{EvalMetrics, Loss, LossState, UnitKey, UnitKind, UnitOutput, UnitSpec};
 
 use crate::dataset::{Dataset, Split};
-use crate::engine::{CheckpointRef, CEILING, ECE_BINS};
-use crate::plan::{Plan, Revisions};
-
-/// `[train] mode`: one mode or a list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Modes {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Default for Modes {
-    fn default() -> Self {
-        Modes::One("probe".into())
-    }
-}
-
-impl Modes {
-    pub fn list(&self) -> Vec<String> {
-        match self {
-            Modes::One(m) => vec![m.clone()],
-            Modes::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// `layers = "all"` or a number of blocks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum LayersPlan {
-    Named(String),
-    Last(usize),
-}
-
-/// The `[finetune]` section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FinetunePlan {
-    pub layers: LayersPlan,
-    pub lora_rank: usize,
-    pub lora_alpha: f64,
-    pub epochs: usize,
-    /// Default: 5e-5, or 2e-4 with LoRA.
-    pub lr: Option<f64>,
-    pub batch_size: usize,
-    pub grad_accumulation: usize,
-    pub warmup_frac: f64,
-    pub weight_decay: f64,
-    pub max_tokens: usize,
-    pub revisions: Revisions,
-    /// Names of the tasks whose students are also fine-tuned (None: every task).
-    pub tasks: Option<Vec<String>>,
-    /// The plan's seeds that get fine-tuned students (None: all). Fine-tuning costs far more than a
-    /// probe, so a sweep may fine-tune fewer seeds than it probes.
-    pub seeds: Option<Vec<u64>>,
-}
-
-impl Default for FinetunePlan {
-    fn default() -> Self {
-        FinetunePlan {
-            layers: LayersPlan::Named("all".into()),
-            lora_rank: 0,
-            lora_alpha: 16.0,
-            epochs: 2,
-            lr: None,
-            batch_size: 32,
-            grad_accumulation: 1,
-            warmup_frac: 0.1,
-            weight_decay: 0.0,
-            max_tokens: 128,
-            revisions: Revisions::All("all".into()),
-            tasks: None,
-            seeds: None,
-        }
-    }
-}
-
-impl FinetunePlan {
-    /// The lm crate's settings for one student (the seed is the unit's).
-    pub fn config(
-        &self,
-        pooling: Pooling,
-        seed: u64,
-    ) -> std::result::Result<FinetuneConfig, String> {
-        let layers = match &self.layers {
-            LayersPlan::Named(s) if s == "all" => Layers::All,
-            LayersPlan::Named(s) => {
-                return Err(format!(
-                    "finetune.layers: \"{s}\" is not \"all\" or a number of blocks"
-                ))
-            }
-            LayersPlan::Last(k) => Layers::Last(*k),
-        };
-        let c = FinetuneConfig {
-            layers,
-            lora_rank: self.lora_rank,
-            lora_alpha: self.lora_alpha,
-            epochs: self.epochs,
-            lr: self
-                .lr
-                .unwrap_or(if self.lora_rank > 0 { 2e-4 } else { 5e-5 }),
-            batch_size: self.batch_size,
-            grad_accumulation: self.grad_accumulation,
-            warmup_frac: self.warmup_frac,
-            weight_decay: self.weight_decay,
-            max_tokens: self.max_tokens,
-            pooling,
-            seed,
-        };
-        c.validate()
-            .map_err(|e| e.to_string().replace("finetune: ", "finetune."))?;
-        Ok(c)
-    }
-
-    /// Checks the section (and the revision selector) without reading models.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.config(Pooling::LastToken, 0)?;
-        match &self.revisions {
-            Revisions::All(s) if s != "all" => Err(format!(
-                "finetune.revisions: must be \"all\", a list or {{ every = N }}, not \"{s}\""
-            )),
-            Revisions::Every { every: 0 } => {
-                Err("finetune.revisions.every must be at least 1".into())
-            }
-            Revisions::List(l) if l.is_empty() => Err("finetune.revisions is an empty list".into()),
-            _ if self.tasks.as_ref().is_some_and(|t| t.is_empty()) => Err(
-                "finetune.tasks is an empty list (leave it out to fine-tune on every task)".into(),
-            ),
-            _ => Ok(()),
-        }
-    }
-
-    /// Whether the task named `task` gets fine-tuned students.
-    pub fn covers(&self, task: &str) -> bool {
-        self.tasks
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|n| n == task))
-    }
-
-    /// Whether `seed` gets fine-tuned students.
-    pub fn covers_seed(&self, seed: u64) -> bool {
-        self.seeds.as_ref().is_none_or(|s| s.contains(&seed))
-    }
-
-    /// The mode name in tables (`finetune-all`, `lora-8`, …).
-    pub fn mode_name(&self) -> String {
-        self.config(Pooling::LastToken, 0)
-            .map(|c| c.mode_name())
-            .unwrap_or_else(|_| "finetune".into())
-    }
-
-    /// Whether checkpoint `ck` (at position `i` of the family's `n` swept checkpoints) is fine-tuned.
-    pub fn selects(&self, ck: &CheckpointRef, i: usize, n: usize) -> bool {
-        match &self.revisions {
-            Revisions::All(_) => true,
-            Revisions::List(l) => l.iter().any(|r| r == &ck.revision),
-            Revisions::Every { every } => i % every == 0 || i + 1 == n,
-        }
-    }
-}
+pub use crate::plan::finetune::{FinetunePlan, LayersPlan, Modes};
+use crate::plan::Plan;
+use crate::resolve::CheckpointRef;
+use crate::specs::{metrics_json, CEILING, ECE_BINS};
 
 /// The fine-tuned student unit of (checkpoint, task, seed, loss); `weak_key` for w2s students.
 pub fn finetune_spec(
@@ -293,7 +136,7 @@ pub fn finetune_student(
         &test,
         &cfg,
         &candle_core::Device::Cpu,
-        &mut |_, _| crate::engine::fault::visit("sweep-finetune-step"),
+        &mut |_, _| crate::fault::visit("sweep-finetune-step"),
         None,
     )
     .map_err(|e| e.to_string())?;
@@ -312,7 +155,7 @@ pub fn finetune_student(
     let labels = ds.labels_at(&split.test);
     let m = EvalMetrics::compute(&on_test, &labels, ECE_BINS).map_err(e)?;
     let mut result = Map::new();
-    crate::engine::metrics_json(&m, &mut result);
+    metrics_json(&m, &mut result);
     result.insert("mode".into(), json!(cfg.mode_name()));
     result.insert(
         "trainable_parameters".into(),

@@ -10,16 +10,20 @@
 //! crates/data, probes and statistics from crates/protocol. This crate only orchestrates.
 
 pub mod analysis;
+pub mod compute;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod fetch;
 pub mod finetune;
 pub mod outputs;
 pub mod plan;
 pub mod progress;
+pub mod resolve;
 pub mod session;
 pub mod slurm;
+pub mod specs;
 #[doc(hidden)]
 pub mod testing;
 

@@ -62,6 +62,8 @@ use serde::{Deserialize, Serialize};
 
 use w2sg_protocol::{LogconfConfig, PgrConfig, ProbeParams, ProductConfig, SigmoidConfig};
 
+pub mod finetune;
+
 use crate::error::{Error, Result};
 
 /// A whole sweep.
@@ -88,7 +90,7 @@ pub struct Plan {
     #[serde(default)]
     pub train: TrainPlan,
     #[serde(default)]
-    pub finetune: crate::finetune::FinetunePlan,
+    pub finetune: finetune::FinetunePlan,
     #[serde(default)]
     pub logconf: LogconfConfig,
     #[serde(default)]
@@ -280,7 +282,7 @@ impl Default for FeaturePlan {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainPlan {
     /// Which students: "probe" (linear probes on features), "finetune" ([`crate::finetune`]), or both.
-    pub mode: crate::finetune::Modes,
+    pub mode: finetune::Modes,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,

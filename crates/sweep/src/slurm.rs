@@ -220,12 +220,9 @@ pub fn write_scripts(job: &SlurmJob) -> Result<Scripts> {
         dir,
     };
     for (path, text) in [(&scripts.array, &array), (&scripts.merge, &merge)] {
-        crate::outputs::write_atomic(path, text.as_bytes()).map_err(|e| match e {
-            crate::Error::Io { path, source } => SlurmError::Io { path, source },
-            other => SlurmError::Command {
-                command: format!("writing {}", path.display()),
-                problem: other.to_string(),
-            },
+        w2sg_fsio::write_atomic(path, text.as_bytes()).map_err(|source| SlurmError::Io {
+            path: path.clone(),
+            source,
         })?;
     }
     Ok(scripts)
