@@ -39,7 +39,7 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// The weak-to-strong protocol at every checkpoint of a family (resumable, shardable).
     Sweep(sweep::SweepArgs),
-    /// Language-model checkpoints (Pythia / GPT-NeoX, OLMo): inspect them, extract features.
+    /// Language-model checkpoints (Pythia / GPT-NeoX, OLMo, Llama): inspect, download, extract features, pre-train.
     Lm {
         #[command(subcommand)]
         command: LmCommand,
