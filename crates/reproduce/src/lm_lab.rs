@@ -163,9 +163,26 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
     // outputs is the one this report shows.
     let session =
         w2sg_sweep::Session::open(&plan_path).map_err(|e| ReproError::Run(e.to_string()))?;
+    if opts.progress {
+        let r = &session.resolved;
+        eprintln!(
+            "sweeping {} checkpoint(s) × {} task(s), {} seed(s) → {}",
+            r.families.iter().map(|(_, c)| c.len()).sum::<usize>(),
+            r.datasets.len(),
+            r.plan.seeds.len(),
+            sweep_dir.display()
+        );
+    }
     let outcome = session
         .run(&sweep_dir, &run_opts)
         .map_err(|e| ReproError::Run(e.to_string()))?;
+    if opts.progress {
+        let r = &outcome.report;
+        eprintln!(
+            "{} unit(s) run, {} already finished, {} failed, in {:.0} s",
+            r.units_done, r.units_skipped, r.units_failed, outcome.seconds
+        );
+    }
     // The outputs are written; failures are reported after the report.
     let failed = outcome.report.units_failed;
     let analysis = outcome
