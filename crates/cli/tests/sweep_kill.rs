@@ -178,3 +178,42 @@ fn a_killed_fine_tuning_sweep_resumes_to_the_uninterrupted_result() {
     assert_eq!(resumed.digest, reference.digest);
     assert_eq!(resumed.results, reference.results);
 }
+
+/// A sweep whose weak supervisor is the fine-tuned weak model, aborted inside its fine-tuning and
+/// just before its first unit commits, resumes to the uninterrupted result (one thread instead of two).
+#[test]
+fn a_killed_sweep_with_a_fine_tuned_weak_supervisor_resumes_to_the_uninterrupted_result() {
+    let f = fixture(&scratch("weak-ft-fixture"));
+    let text = std::fs::read_to_string(&f.plan)
+        .unwrap()
+        .replace(
+            "path = \"strong\"",
+            "path = \"strong\"\nrevisions = [\"step24\"]",
+        )
+        .replace(
+            "model = \"weak@step8\"",
+            "model = \"weak@step8\"\ntrain = \"finetune\"",
+        )
+        + "\n[finetune]\nepochs = 2\nlr = 1e-3\nbatch_size = 8\nmax_tokens = 32\n";
+    let plan = f.dir.join("plan-weak-ft.toml");
+    std::fs::write(&plan, text).unwrap();
+    let reference_dir = scratch("weak-ft-reference");
+    ok(sweep_plan(&plan, &reference_dir, 2, None).output().unwrap());
+    let reference = finished(&reference_dir);
+    // 2 weak labels (no weak features), then 1 checkpoint: features, 2 seeds × 3 students.
+    assert_eq!(reference.units, 2 + 1 + 2 * 3);
+    // The first fine-tuning run is the weak model's (seed 0), and so is the first commit.
+    for point in ["sweep-finetune-step:3", "sweep-commit:1", "sweep-commit:2"] {
+        let out = scratch(&format!("weak-ft-{}", point.replace(':', "-")));
+        let o = sweep_plan(&plan, &out, 2, Some(point)).output().unwrap();
+        assert!(
+            !o.status.success(),
+            "{point}: the child should have aborted"
+        );
+        assert!(done_units(&out.join("results.sqlite")) < 2, "{point}");
+        ok(sweep_plan(&plan, &out, 1, None).output().unwrap());
+        let resumed = finished(&out);
+        assert_eq!(resumed.digest, reference.digest, "{point}");
+        assert_eq!(resumed.results, reference.results, "{point}");
+    }
+}

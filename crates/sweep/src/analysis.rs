@@ -31,6 +31,8 @@ pub struct SeedRow {
     pub task: String,
     /// `probe`, or the fine-tuning mode (`finetune-all`, `lora-8`, …).
     pub mode: String,
+    /// The weak supervisor's: `probe`, or its fine-tuning mode (`[weak] train = "finetune"`).
+    pub weak_mode: String,
     pub loss: String,
     pub revision: String,
     pub step: Option<u64>,
@@ -56,6 +58,7 @@ pub struct StepRow {
     pub family: String,
     pub task: String,
     pub mode: String,
+    pub weak_mode: String,
     pub loss: String,
     pub revision: String,
     pub step: Option<u64>,
@@ -157,9 +160,11 @@ pub fn analyse(resolved: &Resolved, store: &Store) -> Result<Analysis> {
         let mut weak: BTreeMap<u64, WeakSeed> = BTreeMap::new();
         let mut weak_error: Option<String> = None;
         // Weak features that failed leave no weak-labels units: report their error.
-        let weak_features = features_spec(plan, &resolved.weak, ds)?.key()?;
-        if let Found::Failed(e) = find(store, &weak_features)? {
-            weak_error = Some(format!("features of the weak model: {e}"));
+        if !plan.weak.finetuned() {
+            let weak_features = features_spec(plan, &resolved.weak, ds)?.key()?;
+            if let Found::Failed(e) = find(store, &weak_features)? {
+                weak_error = Some(format!("features of the weak model: {e}"));
+            }
         }
         for &seed in &plan.seeds {
             let split = ds.split(&plan.split, seed)?;
@@ -307,6 +312,7 @@ fn analyse_checkpoint(
             family: ck.family.clone(),
             task: ds.name.clone(),
             mode: mode.unwrap_or("probe").to_string(),
+            weak_mode: plan.weak_mode(),
             loss: loss.to_string(),
             revision: ck.revision.clone(),
             step: ck.step,
@@ -339,6 +345,7 @@ fn analyse_checkpoint(
         family: ck.family.clone(),
         task: ds.name.clone(),
         mode: mode.unwrap_or("probe").to_string(),
+        weak_mode: plan.weak_mode(),
         loss: loss.to_string(),
         revision: ck.revision.clone(),
         step: ck.step,

@@ -145,7 +145,8 @@ fn probe_config(plan: &Plan) -> std::result::Result<ProbeConfig, String> {
     plan.probe.check().map_err(|e| e.to_string())
 }
 
-/// The weak supervisor of one seed: trained on A's ground truth; probabilities on B, then on test.
+/// The probe weak supervisor of one seed: trained on A's ground truth; probabilities on B, then on
+/// test (the fine-tuned one is [`crate::finetune::finetune_weak_labels`]).
 pub fn weak_labels(
     plan: &Plan,
     weak_features: &Matrix,
@@ -177,20 +178,11 @@ pub fn weak_labels(
                 .map_err(|e| e.to_string())?,
         )
         .map_err(e)?;
-    let m = EvalMetrics::compute(&on_test, &ds.labels_at(&split.test), ECE_BINS).map_err(e)?;
-    let mut result = Map::new();
-    metrics_json(&m, &mut result);
-    result.insert(
-        "accuracy_on_b".into(),
-        json!(w2sg_protocol::accuracy(&on_b, &ds.labels_at(&split.strong)).map_err(e)?),
-    );
-    result.insert("n_b".into(), json!(on_b.len()));
+    let (mut result, blob) = weak_output(ds, split, on_b, &on_test)?;
     result.insert("converged".into(), json!(fit.converged));
-    let mut all = on_b;
-    all.extend_from_slice(&on_test);
     Ok(UnitOutput {
         result,
-        blob: Some(f64s_to_bytes(&all)),
+        blob: Some(blob),
     })
 }
 

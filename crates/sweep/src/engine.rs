@@ -7,7 +7,9 @@
 //! - **weak_labels** of the weak model on a task and seed: its L-BFGS probe trained on half A's ground
 //!   truth, then its probabilities on half B (the students' soft labels) and on the test set (f64
 //!   blob, B then test). Key: the weak model's fingerprint, the dataset, and a config hash of the
-//!   feature, split and probe settings.
+//!   feature, split and probe settings. With `[weak] train = "finetune"` the weak model itself is
+//!   fine-tuned on half A instead ([`crate::finetune::finetune_weak_labels`]; no weak features unit),
+//!   and the config hash covers the fine-tuning settings, with a `mode` field in the key.
 //! - **probe** units, per strong checkpoint, task and seed: the ceiling (`loss = "ground_truth"`,
 //!   trained on half B's true labels) and one w2s student per loss (trained on the weak soft labels;
 //!   its key includes the weak-labels unit's key). Blob: probabilities on the test set.
@@ -120,13 +122,15 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
             } else {
                 0
             };
-            mine.len() * probe_units + tuned_units + 1 + plan.seeds.len()
+            let weak_units = usize::from(!plan.weak.finetuned()) + plan.seeds.len();
+            mine.len() * probe_units + tuned_units + weak_units
         })
         .sum();
     let total = total as u64;
     let bar = crate::progress::bar(opts.progress, total, "units");
 
-    // The weak supervisor first, on every task: its features, then its labels per seed.
+    // The weak supervisor first, on every task: its features (probe supervisor), then its labels
+    // per seed.
     let mut weak_parts = Vec::with_capacity(resolved.datasets.len());
     for ds in &resolved.datasets {
         weak_parts.push(run_weak(resolved, ds, store, opts, &mut report, &bar)?);
@@ -195,26 +199,45 @@ fn run_weak(
 ) -> Result<WeakParts> {
     let plan = &resolved.plan;
     let weak = &resolved.weak;
-    let wf_spec = features_spec(plan, weak, ds)?;
-    bar.set_message(format!("{} · weak {} features", ds.name, weak.revision));
-    let o = store.run_unit(&wf_spec, opts.policy, || {
-        extract_features(plan, weak, ds, &mut |_| {})
-    })?;
-    report.count(
-        &format!("features of weak {} on {}", weak.revision, ds.name),
-        &o,
-    );
-    bar.inc(1);
-    let weak_features = load_features(store, &wf_spec.key()?)?;
+    // A fine-tuned supervisor reads the weak model's weights, not its features: no features unit.
+    let weak_features = if plan.weak.finetuned() {
+        None
+    } else {
+        let wf_spec = features_spec(plan, weak, ds)?;
+        bar.set_message(format!("{} · weak {} features", ds.name, weak.revision));
+        let o = store.run_unit(&wf_spec, opts.policy, || {
+            extract_features(plan, weak, ds, &mut |_| {})
+        })?;
+        report.count(
+            &format!("features of weak {} on {}", weak.revision, ds.name),
+            &o,
+        );
+        bar.inc(1);
+        Some(load_features(store, &wf_spec.key()?)?)
+    };
     let mut weak_keys: BTreeMap<u64, Option<UnitKey>> = BTreeMap::new();
     let mut splits: BTreeMap<u64, Split> = BTreeMap::new();
     for &seed in &plan.seeds {
         let split = ds.split(&plan.split, seed)?;
         let spec = weak_spec(plan, weak, ds, seed)?;
         let key = spec.key()?;
-        match &weak_features {
-            Some(wf) => {
-                let o = store.run_unit(&spec, opts.policy, || weak_labels(plan, wf, ds, &split))?;
+        let o = match &weak_features {
+            Some(Some(wf)) => {
+                Some(store.run_unit(&spec, opts.policy, || weak_labels(plan, wf, ds, &split))?)
+            }
+            Some(None) => None,
+            None => {
+                bar.set_message(format!(
+                    "{} · fine-tuning weak {} seed {seed}",
+                    ds.name, weak.revision
+                ));
+                Some(store.run_unit(&spec, opts.policy, || {
+                    crate::finetune::finetune_weak_labels(plan, weak, ds, &split, seed)
+                })?)
+            }
+        };
+        match o {
+            Some(o) => {
                 report.count(&format!("weak labels of {} seed {seed}", ds.name), &o);
                 let ok = matches!(store.status(&key)?, Some(w2sg_protocol::UnitStatus::Done));
                 weak_keys.insert(seed, ok.then_some(key));

@@ -1,4 +1,5 @@
-//! Fine-tuned students: the `finetune` training mode of a sweep, beside the linear probes.
+//! Fine-tuned students (the `finetune` training mode of a sweep, beside the linear probes) and the
+//! fine-tuned weak supervisor.
 //!
 //! ```toml
 //! [train]
@@ -19,6 +20,9 @@
 //!                                # or { every = N } (every N-th in training order, always the last)
 //! tasks = ["word-order"]         # which tasks get fine-tuned students (default: every task)
 //! seeds = [0]                    # which of the plan's seeds get fine-tuned students (default: all)
+//!
+//! [weak]
+//! train = "finetune"             # optional: the weak supervisor fine-tuned too, with these settings
 //! ```
 //!
 //! Learning-rate defaults: 5e-5 is the example of Burns et al.'s full fine-tuning (their `lr`
@@ -31,13 +35,19 @@
 //! `mode` field (`finetune-all`, `finetune-last-2`, `head-only`, `lora-8`, …) and a config hash over
 //! the split, the fine-tuning settings and the loss settings; probe units keep their keys, so adding
 //! fine-tuning to a finished probe sweep reruns nothing. A unit is re-run from the start after a
-//! kill (fine-tuning is deterministic, so the result is the same). The weak supervisor stays the
-//! probe on its features.
+//! kill (fine-tuning is deterministic, so the result is the same).
+//!
+//! The weak supervisor is the probe on the weak model's features unless `[weak] train = "finetune"`:
+//! then [`finetune_weak_labels`] fine-tunes the weak model itself with the same `[finetune]` settings
+//! (the seed is the plan seed; `revisions`, `tasks` and `seeds` select strong students only) on split
+//! A's true labels, and its probabilities on B and test are the weak labels of every student of that
+//! seed, probe or fine-tuned. Its unit is a `weak_labels` unit with its own config hash
+//! ([`crate::specs::weak_spec`]), so the probe supervisor's units keep their keys.
 
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 
 use w2sg_lm::features::Pooling;
-use w2sg_lm::finetune::TargetRequest;
+use w2sg_lm::finetune::{FinetuneConfig, FinetuneOutput, TargetRequest};
 use w2sg_protocol::key::config_hash;
 use w2sg_protocol::{EvalMetrics, Loss, LossState, UnitKey, UnitKind, UnitOutput, UnitSpec};
 
@@ -45,7 +55,7 @@ use crate::dataset::{Dataset, Split};
 pub use crate::plan::finetune::{FinetunePlan, LayersPlan, Modes};
 use crate::plan::Plan;
 use crate::resolve::CheckpointRef;
-use crate::specs::{metrics_json, CEILING, ECE_BINS};
+use crate::specs::{finetune_config, metrics_json, weak_output, CEILING, ECE_BINS};
 
 /// The fine-tuned student unit of (checkpoint, task, seed, loss); `weak_key` for w2s students.
 pub fn finetune_spec(
@@ -56,14 +66,7 @@ pub fn finetune_spec(
     loss: &str,
     weak_key: Option<&UnitKey>,
 ) -> crate::error::Result<UnitSpec> {
-    let ft = &plan.finetune;
-    let pooling: Pooling = ds.pooling.parse().unwrap_or(Pooling::LastToken);
-    let cfg = ft
-        .config(pooling, seed)
-        .map_err(|problem| crate::error::Error::Input {
-            what: "plan [finetune]".into(),
-            problem,
-        })?;
+    let cfg = finetune_config(plan, ds, seed)?;
     let training = match loss {
         CEILING | "xent" => json!("xent"),
         other => json!(plan.train_params(other, seed).loss),
@@ -95,12 +98,7 @@ pub fn finetune_student(
     loss: &str,
     weak: Option<(&[f64], &[f64])>,
 ) -> std::result::Result<UnitOutput, String> {
-    ck.ensure_weights()?;
-    let pooling: Pooling = ds
-        .pooling
-        .parse()
-        .map_err(|e: w2sg_lm::LmError| e.to_string())?;
-    let cfg = plan.finetune.config(pooling, seed)?;
+    let cfg = unit_config(plan, ds, seed)?;
     let targets: Vec<f64> = match (loss, weak) {
         (CEILING, _) => w2sg_protocol::features::hard_targets(&ds.labels_at(&split.strong)),
         (_, Some((on_b, _))) => on_b.to_vec(),
@@ -110,7 +108,95 @@ pub fn finetune_student(
         CEILING | "xent" => Loss::Xent,
         other => plan.train_params(other, seed).loss,
     };
-    let mut state = LossState::new(&loss_kind, &targets);
+    let (on_test, out) = train_and_predict(
+        ck,
+        ds,
+        &cfg,
+        &split.strong,
+        &targets,
+        &loss_kind,
+        &split.test,
+    )?;
+    let e = |e: w2sg_protocol::Error| e.to_string();
+    let labels = ds.labels_at(&split.test);
+    let m = EvalMetrics::compute(&on_test, &labels, ECE_BINS).map_err(e)?;
+    let mut result = Map::new();
+    metrics_json(&m, &mut result);
+    insert_run_fields(&mut result, &cfg, &out);
+    if let Some((_, weak_test)) = weak {
+        result.insert(
+            "agreement_with_weak".into(),
+            json!(w2sg_protocol::agreement(&on_test, weak_test).map_err(e)?),
+        );
+    }
+    Ok(UnitOutput {
+        result,
+        blob: Some(w2sg_protocol::store::f64s_to_bytes(&on_test)),
+    })
+}
+
+/// The fine-tuned weak supervisor of one seed (`[weak] train = "finetune"`): the weak model
+/// fine-tuned on split A's true labels (hard targets, cross-entropy) with the plan's `[finetune]`
+/// settings and the seed; its probabilities on B, then on test, are the unit's blob, laid out as the
+/// probe supervisor's ([`crate::specs::weak_output`]).
+pub fn finetune_weak_labels(
+    plan: &Plan,
+    weak: &CheckpointRef,
+    ds: &Dataset,
+    split: &Split,
+    seed: u64,
+) -> std::result::Result<UnitOutput, String> {
+    let cfg = unit_config(plan, ds, seed)?;
+    let targets = w2sg_protocol::features::hard_targets(&ds.labels_at(&split.weak));
+    // B and test in one evaluation pass, split after.
+    let eval: Vec<usize> = split.strong.iter().chain(&split.test).copied().collect();
+    let (mut probs, out) =
+        train_and_predict(weak, ds, &cfg, &split.weak, &targets, &Loss::Xent, &eval)?;
+    let on_test = probs.split_off(split.strong.len());
+    let (mut result, blob) = weak_output(ds, split, probs, &on_test)?;
+    insert_run_fields(&mut result, &cfg, &out);
+    Ok(UnitOutput {
+        result,
+        blob: Some(blob),
+    })
+}
+
+fn unit_config(
+    plan: &Plan,
+    ds: &Dataset,
+    seed: u64,
+) -> std::result::Result<FinetuneConfig, String> {
+    let pooling: Pooling = ds
+        .pooling
+        .parse()
+        .map_err(|e: w2sg_lm::LmError| e.to_string())?;
+    plan.finetune.config(pooling, seed)
+}
+
+/// What a fine-tuning run adds to a unit's result beside its metrics.
+fn insert_run_fields(result: &mut Map<String, Value>, cfg: &FinetuneConfig, out: &FinetuneOutput) {
+    result.insert("mode".into(), json!(cfg.mode_name()));
+    result.insert(
+        "trainable_parameters".into(),
+        json!(out.trainable_parameters),
+    );
+    result.insert("final_train_loss".into(), json!(out.step_losses.last()));
+}
+
+/// Fine-tunes checkpoint `ck` on the examples `train` of `ds` with per-example `targets` under
+/// `loss`, then returns its probabilities (σ of the logits) on the examples `eval`, in order, and the
+/// run's output. A non-finite logit is an error (the run diverged), never a stored probability.
+fn train_and_predict(
+    ck: &CheckpointRef,
+    ds: &Dataset,
+    cfg: &FinetuneConfig,
+    train: &[usize],
+    targets: &[f64],
+    loss: &Loss,
+    eval: &[usize],
+) -> std::result::Result<(Vec<f64>, FinetuneOutput), String> {
+    ck.ensure_weights()?;
+    let mut state = LossState::new(loss, targets);
     let mut provider = |r: &TargetRequest<'_>| {
         let z: Vec<f64> = r.logits.iter().map(|&v| v as f64).collect();
         let y: Vec<f64> = r.indices.iter().map(|&i| targets[i]).collect();
@@ -126,15 +212,15 @@ pub fn finetune_student(
     let tok_path = ck.dir.join("tokenizer.json");
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| format!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
-    let train: Vec<&str> = split.strong.iter().map(|&i| ds.texts[i].as_str()).collect();
-    let test: Vec<&str> = split.test.iter().map(|&i| ds.texts[i].as_str()).collect();
+    let train: Vec<&str> = train.iter().map(|&i| ds.texts[i].as_str()).collect();
+    let eval: Vec<&str> = eval.iter().map(|&i| ds.texts[i].as_str()).collect();
     let out = w2sg_lm::finetune::finetune(
         &ck.dir,
         &tokenizer,
         &train,
         &mut provider,
-        &test,
-        &cfg,
+        &eval,
+        cfg,
         &candle_core::Device::Cpu,
         &mut |_, _| crate::fault::visit("sweep-finetune-step"),
         None,
@@ -142,34 +228,14 @@ pub fn finetune_student(
     .map_err(|e| e.to_string())?;
     if let Some(i) = out.eval_logits.iter().position(|z| !z.is_finite()) {
         return Err(format!(
-            "non-finite logit for test example {i}: training diverged (lr {} too large?)",
+            "non-finite logit for evaluation example {i}: training diverged (lr {} too large?)",
             cfg.lr
         ));
     }
-    let on_test: Vec<f64> = out
+    let probs = out
         .eval_logits
         .iter()
         .map(|&z| w2sg_protocol::probe::sigmoid(z as f64))
         .collect();
-    let e = |e: w2sg_protocol::Error| e.to_string();
-    let labels = ds.labels_at(&split.test);
-    let m = EvalMetrics::compute(&on_test, &labels, ECE_BINS).map_err(e)?;
-    let mut result = Map::new();
-    metrics_json(&m, &mut result);
-    result.insert("mode".into(), json!(cfg.mode_name()));
-    result.insert(
-        "trainable_parameters".into(),
-        json!(out.trainable_parameters),
-    );
-    result.insert("final_train_loss".into(), json!(out.step_losses.last()));
-    if let Some((_, weak_test)) = weak {
-        result.insert(
-            "agreement_with_weak".into(),
-            json!(w2sg_protocol::agreement(&on_test, weak_test).map_err(e)?),
-        );
-    }
-    Ok(UnitOutput {
-        result,
-        blob: Some(w2sg_protocol::store::f64s_to_bytes(&on_test)),
-    })
+    Ok((probs, out))
 }

@@ -240,7 +240,11 @@ pub fn figure(analysis: &Analysis, family: &str, task: &str, title: &str) -> Fig
             let weak = get(|r| r.acc_weak);
             let w = weak.iter().copied().filter(|v| v.is_finite()).sum::<f64>()
                 / weak.iter().filter(|v| v.is_finite()).count().max(1) as f64;
-            acc = acc.hline(RefLine::new("weak supervisor", w).color(palette(3)));
+            let label = match rows[0].weak_mode.as_str() {
+                "probe" => "weak supervisor".to_string(),
+                m => format!("weak supervisor ({m})"),
+            };
+            acc = acc.hline(RefLine::new(label, w).color(palette(3)));
         }
         // One ceiling per training mode: the probe's, and the fine-tuned model's.
         let mode = rows[0].mode.clone();

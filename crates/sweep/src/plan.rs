@@ -18,6 +18,7 @@
 //!
 //! [weak]
 //! model = "out/family/weak@step1000"   # PATH, PATH@REVISION, ORG/NAME@REVISION
+//! train = "probe"                      # "probe" on its features, or "finetune" it with [finetune]
 //!
 //! [[task]]
 //! builtin = "vader-movies"             # or "word-order", "spam-assassin", …; or jsonl = "task.jsonl"
@@ -187,8 +188,28 @@ impl Default for Revisions {
 pub struct WeakPlan {
     /// `PATH`, `PATH@REVISION` or `ORG/NAME@REVISION`.
     pub model: String,
+    /// Feature dtype of the probe supervisor (fine-tuning runs in f32, like the students).
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// How the supervisor is trained on split A's true labels: `"probe"`, the L-BFGS probe on the
+    /// weak model's features, or `"finetune"`, the weak model itself fine-tuned with the plan's
+    /// `[finetune]` settings (see [`crate::finetune`]).
+    #[serde(default = "default_weak_train")]
+    pub train: String,
+}
+
+fn default_weak_train() -> String {
+    "probe".into()
+}
+
+/// The values of `[weak] train`.
+pub const WEAK_TRAIN: &[&str] = &["probe", "finetune"];
+
+impl WeakPlan {
+    /// Whether the weak supervisor is the fine-tuned weak model (`train = "finetune"`).
+    pub fn finetuned(&self) -> bool {
+        self.train == "finetune"
+    }
 }
 
 /// One classification task.
@@ -484,6 +505,13 @@ impl Plan {
             }
         }
         check_dtype(&self.weak.dtype, "weak.dtype")?;
+        if !WEAK_TRAIN.contains(&self.weak.train.as_str()) {
+            return Err(format!(
+                "weak.train: unknown value \"{}\" (known: {})",
+                self.weak.train,
+                WEAK_TRAIN.join(", ")
+            ));
+        }
         let mut task_names = std::collections::BTreeSet::new();
         for t in &self.tasks {
             match (&t.builtin, &t.jsonl) {
@@ -594,6 +622,16 @@ impl Plan {
     /// Whether linear probes run.
     pub fn probes(&self) -> bool {
         self.train.mode.list().iter().any(|m| m == "probe")
+    }
+
+    /// The weak supervisor's mode in tables: `probe`, or the fine-tuning mode (`finetune-all`,
+    /// `lora-8`, …) with `[weak] train = "finetune"`.
+    pub fn weak_mode(&self) -> String {
+        if self.weak.finetuned() {
+            self.finetune.mode_name()
+        } else {
+            "probe".into()
+        }
     }
 
     /// Whether fine-tuned students run.
@@ -763,6 +801,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("must be \"all\""), "{err}");
+    }
+
+    #[test]
+    fn the_weak_supervisor_is_a_probe_unless_the_plan_fine_tunes_it() {
+        let p = Plan::from_toml(MINIMAL, Path::new("/")).unwrap();
+        assert_eq!(p.weak.train, "probe");
+        assert!(!p.weak.finetuned());
+        let with = |v: &str| MINIMAL.replace("@step300\"", &format!("@step300\"\ntrain = {v}"));
+        let p = Plan::from_toml(&with("\"finetune\""), Path::new("/")).unwrap();
+        assert!(p.weak.finetuned());
+        for bad in ["\"fine-tune\"", "\"\""] {
+            let err = Plan::from_toml(&with(bad), Path::new("/")).unwrap_err();
+            assert!(err.contains("weak.train: unknown value"), "{bad}: {err}");
+            assert!(err.contains("probe, finetune"), "{err}");
+        }
+        let err = Plan::from_toml(&with("[\"finetune\"]"), Path::new("/")).unwrap_err();
+        assert!(err.contains("train"), "{err}");
     }
 
     #[test]

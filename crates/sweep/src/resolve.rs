@@ -253,7 +253,11 @@ fn check_layer(
     weak: &CheckpointRef,
     families: &[(String, Vec<CheckpointRef>)],
 ) -> Result<()> {
-    let all = std::iter::once(weak).chain(families.iter().flat_map(|(_, c)| c.iter()));
+    // A fine-tuned weak supervisor has no features, so no layer to check.
+    let weak = (!plan.weak.finetuned()).then_some(weak);
+    let all = weak
+        .into_iter()
+        .chain(families.iter().flat_map(|(_, c)| c.iter()));
     for ck in all {
         let Ok(config) = w2sg_lm::config::ModelConfig::from_dir(&ck.dir) else {
             continue;

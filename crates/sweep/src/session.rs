@@ -285,11 +285,19 @@ pub fn describe(resolved: &Resolved) -> String {
         .map(|d| format!("{} ({} examples, {} pooling)", d.name, d.len(), d.pooling))
         .collect();
     format!(
-        "Strong: {}. Weak supervisor: {} ({}). Tasks: {}. Split weak/strong/test = {}/{}/{}; seeds {:?}; \
+        "Strong: {}. Weak supervisor: {} ({}), {}. Tasks: {}. Split weak/strong/test = {}/{}/{}; seeds {:?}; \
          features: layer {}, truncated at {}; students: L2 logistic probes (λ = {}), losses {}.",
         fams.join(", "),
         resolved.weak.revision,
         resolved.weak.dir.display(),
+        if plan.weak.finetuned() {
+            format!(
+                "fine-tuned ({}) on split A's labels",
+                plan.finetune.mode_name()
+            )
+        } else {
+            "a probe on its features".to_string()
+        },
         tasks.join(", "),
         plan.split.weak,
         plan.split.strong,

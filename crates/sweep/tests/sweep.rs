@@ -570,3 +570,204 @@ fn a_family_of_cache_repositories_of_llama_checkpoints_sweeps_in_step_order() {
         assert!(e.to_string().contains(want), "want {want}: {e}");
     }
 }
+
+/// The micro plan at two checkpoints with the weak supervisor trained as `weak_train` says; with
+/// "finetune", fine-tuned students (at step24) beside the probes too, so that both kinds of student
+/// train on the fine-tuned supervisor.
+fn weak_train_plan(f: &Fixture, name: &str, weak_train: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string(&f.plan).unwrap().replace(
+        "path = \"strong\"",
+        "path = \"strong\"\nrevisions = [\"step8\", \"step24\"]",
+    );
+    if weak_train != "probe" {
+        text = text
+            .replace(
+                "model = \"weak@step8\"",
+                &format!("model = \"weak@step8\"\ntrain = \"{weak_train}\""),
+            )
+            .replace("[train]\n", "[train]\nmode = [\"probe\", \"finetune\"]\n")
+            + "\n[finetune]\nepochs = 2\nlr = 1e-3\nbatch_size = 8\nmax_tokens = 32\nrevisions = [\"step24\"]\n";
+    }
+    let path = f.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Probabilities of a weak-labels unit on the test split, its stored result, and its key.
+fn weak_unit(
+    session: &w2sg_sweep::Session,
+    store: &Store,
+    seed: u64,
+) -> (
+    Vec<f64>,
+    serde_json::Map<String, serde_json::Value>,
+    w2sg_protocol::UnitKey,
+) {
+    let r = &session.resolved;
+    let ds = &r.datasets[0];
+    let key = w2sg_sweep::specs::weak_spec(&r.plan, &r.weak, ds, seed)
+        .unwrap()
+        .key()
+        .unwrap();
+    let rec = store.get(&key).unwrap().expect("the weak unit is stored");
+    let blob = store.blob(&key).unwrap().expect("with its blob");
+    let n_b = ds.split(&r.plan.split, seed).unwrap().strong.len();
+    let (_, on_test) = w2sg_sweep::specs::split_weak_blob(&blob, n_b).unwrap();
+    (on_test, rec.result.unwrap(), key)
+}
+
+#[test]
+fn a_fine_tuned_weak_supervisor_has_its_own_units_and_trains_every_student() {
+    let f = shared_fixture();
+    let probe = weak_train_plan(f, "plan-weak-probe.toml", "probe");
+    let tuned = weak_train_plan(f, "plan-weak-ft.toml", "finetune");
+    let out = scratch("weak-ft");
+    let r = run_command(&probe, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(r.units_done, 2 * (1 + 2 * 3) + 1 + 2);
+    let probe_rows = read_csv(&out.join("results.csv"));
+    assert!(probe_rows.iter().all(|r| r["weak_mode"] == "probe"));
+    // The fine-tuned supervisor on the same store: its 2 weak units (no weak features), and every
+    // student that learns from it (2 checkpoints × 2 seeds × 2 losses of probes, 2 seeds × 3
+    // fine-tuned students at step24); the ceilings and features are reused.
+    let r = run_command(&tuned, &out, &opts(ShardSpec::all())).unwrap();
+    assert_eq!(r.units_done, 2 + 2 * 2 * 2 + 2 * 3);
+    assert_eq!(r.units_failed, 0);
+    // Switching back and forth runs nothing: each supervisor keeps its own units.
+    for plan in [&probe, &tuned] {
+        assert_eq!(
+            run_command(plan, &out, &opts(ShardSpec::all()))
+                .unwrap()
+                .units_done,
+            0
+        );
+    }
+    let rows = read_csv(&out.join("results.csv"));
+    assert_eq!(
+        rows.len(),
+        2 * 2 + 2,
+        "probe rows, and fine-tuned rows at step24"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["weak_mode"] == "finetune-all" && r["status"] == "ok"));
+
+    let store = Store::open(out.join("results.sqlite")).unwrap();
+    let s_probe = w2sg_sweep::Session::open(&probe).unwrap();
+    let s_tuned = w2sg_sweep::Session::open(&tuned).unwrap();
+    let ds = &s_tuned.resolved.datasets[0];
+    let seeds = read_csv(&out.join("seeds.csv"));
+    let mut accs = Vec::new();
+    for seed in [0, 1] {
+        let (p_test, _, p_key) = weak_unit(&s_probe, &store, seed);
+        let (t_test, t_result, t_key) = weak_unit(&s_tuned, &store, seed);
+        assert_ne!(p_key, t_key);
+        assert_eq!(t_result["mode"], "finetune-all");
+        // A different supervisor: its test predictions disagree with the probe's somewhere.
+        let moved = p_test
+            .iter()
+            .zip(&t_test)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(moved > 0.05, "seed {seed}: largest change {moved}");
+        // Its stored accuracy is that of its stored probabilities against the test labels (an
+        // independent count, threshold 0.5).
+        let labels = ds.labels_at(&ds.split(&s_tuned.resolved.plan.split, seed).unwrap().test);
+        assert_eq!(labels.len(), t_test.len());
+        let hits = t_test
+            .iter()
+            .zip(&labels)
+            .filter(|(p, &y)| (**p > 0.5) == y)
+            .count();
+        let acc = hits as f64 / labels.len() as f64;
+        assert!((t_result["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
+        // Trained on A's true labels, it is well above chance (0.79 and 0.75 when written).
+        assert!(acc > 0.6, "seed {seed}: {acc}");
+        for row in seeds.iter().filter(|r| r["seed"] == seed.to_string()) {
+            assert!(
+                (num(row, "acc_weak").unwrap() - acc).abs() < 1e-12,
+                "{row:?}"
+            );
+        }
+        accs.push(acc);
+    }
+    let mean = (accs[0] + accs[1]) / 2.0;
+    for r in &rows {
+        assert!((num(r, "acc_weak").unwrap() - mean).abs() < 1e-12, "{r:?}");
+    }
+    // The probe supervisor's key is the one it has always had: the weak model's fingerprint, the
+    // dataset and the hash of {features, split, probe}, as before `[weak] train` existed.
+    let r = &s_probe.resolved;
+    for seed in [0, 1] {
+        let features = w2sg_protocol::key::config_hash(&serde_json::json!({
+            "layer": -1, "pooling": "mean", "max_tokens": 0, "dtype": "f32",
+        }))
+        .unwrap();
+        let config = w2sg_protocol::key::config_hash(&serde_json::json!({
+            "features": features, "split": r.plan.split, "probe": r.plan.probe,
+        }))
+        .unwrap();
+        let old = w2sg_protocol::UnitSpec::new(
+            w2sg_protocol::UnitKind::WeakLabels,
+            &r.weak.content_id(),
+            &r.datasets[0].fingerprint,
+            &config,
+        )
+        .seed(seed)
+        .key()
+        .unwrap();
+        assert_eq!(weak_unit(&s_probe, &store, seed).2, old);
+    }
+
+    // Every shard computes the fine-tuned supervisor, to the same bits: merging the shards into the
+    // unsharded store finds every unit there already, identical (a different result is a conflict).
+    let sharded = scratch("weak-ft-sharded");
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        run_command(&tuned, &sharded, &opts(ShardSpec::new(i, 2).unwrap())).unwrap();
+        let db = sharded
+            .join("shards")
+            .join(format!("shard-{i}-of-2.sqlite"));
+        let shard = Store::open(&db).unwrap();
+        for seed in [0, 1] {
+            let (_, _, key) = weak_unit(&s_tuned, &shard, seed);
+            assert!(shard.get(&key).unwrap().is_some());
+        }
+        shards.push(db);
+    }
+    drop(store);
+    let merged = w2sg_protocol::store::merge(out.join("results.sqlite"), &shards).unwrap();
+    assert_eq!(merged.added, 0, "{merged:?}");
+    assert!(merged.identical > 0, "{merged:?}");
+}
+
+#[test]
+fn a_weak_model_the_fine_tuner_cannot_load_fails_its_units_and_a_bad_weak_train_is_a_plan_error() {
+    let f = copy_fixture("weak-ft-broken");
+    let plan = weak_train_plan(&f, "plan-weak-ft.toml", "finetune");
+    std::fs::remove_file(f.weak.join("step8").join("tokenizer.json")).unwrap();
+    let out = f.dir.join("out");
+    let err = run_command(&plan, &out, &opts(ShardSpec::all())).unwrap_err();
+    assert!(matches!(err, Error::UnitsFailed(2)), "{err}");
+    assert_eq!(err.exit_code(), 1);
+    for r in read_csv(&out.join("results.csv")) {
+        assert_eq!(r["status"], "failed", "{r:?}");
+        assert!(
+            r["error"].contains("weak labels") && r["error"].contains("tokenizer"),
+            "{}",
+            r["error"]
+        );
+    }
+    let failures = read_csv(&out.join("failures.csv"));
+    assert!(failures.iter().all(|u| u["kind"] == "weak_labels"));
+
+    let bad = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("train = \"finetune\"", "train = \"fine-tune\"");
+    std::fs::write(&plan, bad).unwrap();
+    let err = run_command(&plan, &f.dir.join("out-bad"), &opts(ShardSpec::all())).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(
+        err.to_string().contains("weak.train") && err.to_string().contains("fine-tune"),
+        "{err}"
+    );
+}
