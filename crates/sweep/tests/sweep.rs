@@ -718,6 +718,22 @@ fn a_fine_tuned_weak_supervisor_has_its_own_units_and_trains_every_student() {
         assert_eq!(weak_unit(&s_probe, &store, seed).2, old);
     }
 
+    // Any fine-tuning setting is part of the fine-tuned supervisor's key.
+    let text = std::fs::read_to_string(&tuned)
+        .unwrap()
+        .replace("lr = 1e-3", "lr = 2e-3");
+    let retuned = f.dir.join("plan-weak-ft-lr.toml");
+    std::fs::write(&retuned, text).unwrap();
+    let s_retuned = w2sg_sweep::Session::open(&retuned).unwrap();
+    let r2 = &s_retuned.resolved;
+    let key = |r: &w2sg_sweep::Resolved| {
+        w2sg_sweep::specs::weak_spec(&r.plan, &r.weak, &r.datasets[0], 0)
+            .unwrap()
+            .key()
+            .unwrap()
+    };
+    assert_ne!(key(r2), key(&s_tuned.resolved));
+
     // Every shard computes the fine-tuned supervisor, to the same bits: merging the shards into the
     // unsharded store finds every unit there already, identical (a different result is a conflict).
     let sharded = scratch("weak-ft-sharded");
