@@ -216,4 +216,21 @@ fn a_killed_sweep_with_a_fine_tuned_weak_supervisor_resumes_to_the_uninterrupted
         assert_eq!(resumed.digest, reference.digest, "{point}");
         assert_eq!(resumed.results, reference.results, "{point}");
     }
+    // An unknown `[weak] train` is bad input: exit 2, naming the key, before anything runs.
+    let bad = f.dir.join("plan-weak-bad.toml");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("train = \"finetune\"", "train = \"lora\""),
+    )
+    .unwrap();
+    let out = scratch("weak-ft-bad");
+    let o = sweep_plan(&bad, &out, 1, None).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("weak.train") && stderr.contains("\"lora\""),
+        "{stderr}"
+    );
+    assert!(!out.join("results.sqlite").exists());
 }

@@ -46,7 +46,6 @@
 
 use serde_json::{json, Map, Value};
 
-use w2sg_lm::features::Pooling;
 use w2sg_lm::finetune::{FinetuneConfig, FinetuneOutput, TargetRequest};
 use w2sg_protocol::key::config_hash;
 use w2sg_protocol::{EvalMetrics, Loss, LossState, UnitKey, UnitKind, UnitOutput, UnitSpec};
@@ -98,7 +97,7 @@ pub fn finetune_student(
     loss: &str,
     weak: Option<(&[f64], &[f64])>,
 ) -> std::result::Result<UnitOutput, String> {
-    let cfg = unit_config(plan, ds, seed)?;
+    let cfg = finetune_config(plan, ds, seed).map_err(|e| e.to_string())?;
     let targets: Vec<f64> = match (loss, weak) {
         (CEILING, _) => w2sg_protocol::features::hard_targets(&ds.labels_at(&split.strong)),
         (_, Some((on_b, _))) => on_b.to_vec(),
@@ -146,7 +145,7 @@ pub fn finetune_weak_labels(
     split: &Split,
     seed: u64,
 ) -> std::result::Result<UnitOutput, String> {
-    let cfg = unit_config(plan, ds, seed)?;
+    let cfg = finetune_config(plan, ds, seed).map_err(|e| e.to_string())?;
     let targets = w2sg_protocol::features::hard_targets(&ds.labels_at(&split.weak));
     // B and test in one evaluation pass, split after.
     let eval: Vec<usize> = split.strong.iter().chain(&split.test).copied().collect();
@@ -159,18 +158,6 @@ pub fn finetune_weak_labels(
         result,
         blob: Some(blob),
     })
-}
-
-fn unit_config(
-    plan: &Plan,
-    ds: &Dataset,
-    seed: u64,
-) -> std::result::Result<FinetuneConfig, String> {
-    let pooling: Pooling = ds
-        .pooling
-        .parse()
-        .map_err(|e: w2sg_lm::LmError| e.to_string())?;
-    plan.finetune.config(pooling, seed)
 }
 
 /// What a fine-tuning run adds to a unit's result beside its metrics.
