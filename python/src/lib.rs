@@ -24,6 +24,7 @@ create_exception!(
 
 #[pymodule]
 fn _w2sg(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    w2sg_lm::host::tune_allocator();
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(sim::simulate, m)?)?;

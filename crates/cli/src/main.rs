@@ -56,6 +56,7 @@ enum LmCommand {
 }
 
 fn main() -> ExitCode {
+    w2sg_lm::host::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

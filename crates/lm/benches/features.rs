@@ -124,6 +124,10 @@ fn read_npy_f32(path: &Path) -> Vec<f32> {
 }
 
 fn main() {
+    // As the w2sg binary does (`BENCH_GLIBC_MALLOC=1`: glibc's defaults, to measure the difference).
+    if std::env::var_os("BENCH_GLIBC_MALLOC").is_none() {
+        w2sg_lm::host::tune_allocator();
+    }
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         child(

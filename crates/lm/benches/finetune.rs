@@ -7,7 +7,8 @@
 //! - this binary with `--child infer|full|lora|lora-graph`: [`w2sg_lm::finetune::finetune`] on `STEPS` batches of
 //!   `BATCH` texts truncated to `SEQ` tokens (one epoch, classification head on the last token), timed
 //!   per optimizer step after `WARMUP` untimed steps; `infer` runs the same batches forward only.
-//! - `benches/peers/finetune_torch.py` with the same mode, shapes and optimizer (`W2SG_PYTHON`, else
+//! - `benches/peers/finetune_torch.py` with the same mode, shapes and optimizer; our block
+//!   recomputation runs against transformers' gradient checkpointing, our whole graph against PyTorch's (`W2SG_PYTHON`, else
 //!   `/work/venv-lm/bin/python`, else `python3`).
 //!
 //! LoRA: rank 8, α 16, on every linear layer of every block; `lora` recomputes each block in the
@@ -136,6 +137,10 @@ fn child(mode: &str, dir: &Path) {
 }
 
 fn main() {
+    // As the w2sg binary does (`BENCH_GLIBC_MALLOC=1`: glibc's defaults, to measure the difference).
+    if std::env::var_os("BENCH_GLIBC_MALLOC").is_none() {
+        w2sg_lm::host::tune_allocator();
+    }
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         child(&args[i + 1], Path::new(&args[i + 2]));
@@ -199,7 +204,13 @@ fn main() {
         for _ in 0..rounds {
             o.push(ours(mode));
             if with_peer {
-                p.extend(peer(if mode == "lora-graph" { "lora" } else { mode }));
+                // Like for like: our block recomputation against transformers' gradient
+                // checkpointing, our whole graph against PyTorch's.
+                p.extend(peer(match mode {
+                    "lora" => "lora-ckpt",
+                    "lora-graph" => "lora",
+                    other => other,
+                }));
             }
         }
         (median(o).expect("at least one round"), median(p))
@@ -211,12 +222,12 @@ fn main() {
     rows.push(("full fine-tuning", full, full_peer));
     let (lora, lora_peer) = measure("lora", true);
     rows.push((
-        "LoRA r = 8, blocks recomputed (default)",
+        "LoRA r = 8, blocks recomputed (default; PyTorch: gradient checkpointing)",
         lora,
-        lora_peer.clone(),
+        lora_peer,
     ));
-    let (graph, _) = measure("lora-graph", false);
-    rows.push(("LoRA r = 8, whole graph kept", graph, lora_peer));
+    let (graph, graph_peer) = measure("lora-graph", true);
+    rows.push(("LoRA r = 8, whole graph kept", graph, graph_peer));
     println!("| mode | w2sg tokens/s | PyTorch tokens/s | ratio | w2sg peak RSS MiB | PyTorch peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, o, p) in &rows {

@@ -296,6 +296,18 @@ fn select(
     (train, Vec::new())
 }
 
+/// The trained token-embedding table, if any: the one trained matrix outside every block with the
+/// vocabulary's rows (the unused language-model head was never selected).
+fn embedding_name<'a>(train: &'a [(String, Vec<usize>)], config: &ModelConfig) -> Option<&'a str> {
+    let mut found = train
+        .iter()
+        .filter(|(n, s)| block_of(n).is_none() && s.len() == 2 && s[0] == config.vocab_size());
+    match (found.next(), found.next()) {
+        (Some((n, _)), None) => Some(n.as_str()),
+        _ => None,
+    }
+}
+
 /// A standard-normal or uniform stream for initialisation, seeded per run.
 fn init_stream(seed: u64) -> w2sg_data::SplitMix64 {
     w2sg_data::SplitMix64::new(seed ^ 0x0F1E_7E57_C1A5)
@@ -438,6 +450,9 @@ pub fn finetune(
             .expect("inserted")
             .as_tensor()
             .clone(),
+        embedding: embedding_name(&train_names, &config)
+            .and_then(|n| vars.var(n))
+            .map(|v| v.as_tensor().clone()),
     };
 
     let train = tokenize(tokenizer, train_texts, max_tokens)?;
@@ -536,6 +551,7 @@ pub fn finetune(
         recompute: None,
         head_w: snapshot["score.weight"].clone(),
         head_b: snapshot["score.bias"].clone(),
+        embedding: None,
         ..runner
     };
     let eval = tokenize(tokenizer, eval_texts, max_tokens)?;

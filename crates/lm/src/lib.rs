@@ -37,6 +37,7 @@ pub mod features;
 pub mod features_job;
 pub mod finetune;
 pub mod gpt_neox;
+pub mod host;
 pub mod hub;
 pub mod info;
 pub mod layers;

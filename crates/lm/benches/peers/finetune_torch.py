@@ -1,10 +1,12 @@
 """PyTorch peer of crates/lm/benches/finetune.rs: one fine-tuning step of the same classifier.
 
-    python finetune_torch.py MODE MODEL_DIR THREADS BATCH SEQ STEPS WARMUP    (MODE: infer | full | lora)
+    python finetune_torch.py MODE MODEL_DIR THREADS BATCH SEQ STEPS WARMUP
+        (MODE: infer | full | lora | lora-ckpt)
 
 GPT-NeoX base model (HF transformers, sdpa attention) from MODEL_DIR, a one-logit head on the last
 token, binary cross-entropy, torch.optim.AdamW; LoRA through peft (rank 8, alpha 16, every linear layer
-of every block). Random token ids (B, T) below the fixtures' vocabulary of 320, as the Rust side's
+of every block). `lora-ckpt` is LoRA with transformers' gradient checkpointing (each block recomputed
+in the backward pass, non-reentrant), PyTorch's counterpart of w2sg's block recomputation. Random token ids (B, T) below the fixtures' vocabulary of 320, as the Rust side's
 texts. Prints one JSON line: seconds per step (mean after WARMUP), peak RSS.
 """
 import json
@@ -32,7 +34,11 @@ if mode == "infer":
             body(input_ids=x[s]).last_hidden_state
         per = (time.perf_counter() - t0) / steps
 else:
-    if mode == "lora":
+    if mode == "lora-ckpt":
+        # Checkpointing runs only in training mode; the fixture's dropout probabilities are 0.
+        body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        body.train()
+    if mode in ("lora", "lora-ckpt"):
         from peft import LoraConfig, get_peft_model
         targets = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
         body = get_peft_model(body, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))

@@ -89,11 +89,32 @@ pub(super) struct Runner<'a> {
     pub device: &'a Device,
     pub head_w: Tensor,
     pub head_b: Tensor,
+    /// The token-embedding table when it trains: its gradient is formed here rather than by
+    /// candle (see [`Runner::loss_and_grads`]).
+    pub embedding: Option<Tensor>,
 }
 
 /// Σ over the batch of the numerically stable binary cross-entropy with logits z and targets t.
 fn bce_sum(z: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
     ((z.relu()? - (z * t)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?.sum_all()
+}
+
+/// The gradient of an embedding table (V, H) whose rows `ids` (B, T) received `g_rows` (B, T, H):
+/// each token's row added into the table's row, in token order (so the bits do not depend on the
+/// thread count). The table-sized buffer comes zeroed from the allocator, untouched rows cost no
+/// writes.
+fn scatter_rows(table: &Tensor, ids: &Tensor, g_rows: &Tensor) -> Result<Tensor> {
+    let (vocab, hidden) = table.dims2()?;
+    let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+    let g = g_rows.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; vocab * hidden];
+    for (k, &id) in ids.iter().enumerate() {
+        let row = &mut out[id as usize * hidden..(id as usize + 1) * hidden];
+        for (o, &v) in row.iter_mut().zip(&g[k * hidden..(k + 1) * hidden]) {
+            *o += v;
+        }
+    }
+    Ok(Tensor::from_vec(out, (vocab, hidden), table.device())?)
 }
 
 /// Adds `g`'s gradients of `params` into `acc`, in the parameters' order.
@@ -227,10 +248,39 @@ impl Runner<'_> {
     ) -> Result<(f32, GradStore)> {
         let mut grads = GradStore::default();
         let Some(nograd) = self.recompute else {
-            let z = self.logits(inputs, batch)?;
+            let (x, mask) = self.batch(inputs, batch)?;
+            // A trained embedding table: the lookup is a leaf of the graph, and the table's
+            // gradient is the leaf's scattered into the table's rows. candle's own backward pass
+            // of the lookup would zero a table-sized tensor, then copy it into a second one to add
+            // the rows (two fresh 100 MB buffers per micro-batch on Pythia-70m, most of whose time
+            // is page faults); this touches only the rows of the batch's tokens.
+            let embedded = match (&self.embedding, &x) {
+                (Some(table), Batch::Ids(ids)) if self.start == 0 => {
+                    let h0 = self.run(self.model, &x, 0, vec![0])?.remove(0).detach();
+                    Some((table, ids.clone(), Var::from_tensor(&h0)?))
+                }
+                _ => None,
+            };
+            let x = match &embedded {
+                Some((_, _, leaf)) => Batch::Hidden(leaf.as_tensor().clone()),
+                None => x,
+            };
+            let h = self
+                .run(self.model, &x, self.start, vec![self.num_layers])?
+                .remove(0);
+            let z = self.head(&h, &mask)?;
             let t = targets(&z.to_vec1::<f32>()?)?;
             let loss = (bce_sum(&z, &t)? / denom)?;
-            merge(&mut grads, &loss.backward()?, params)?;
+            let g = loss.backward()?;
+            merge(&mut grads, &g, params)?;
+            if let Some((table, ids, leaf)) = embedded {
+                let g_rows = g.get(leaf.as_tensor()).ok_or_else(|| {
+                    LmError::Compute(candle_core::Error::Msg(
+                        "finetune: no gradient reached the token embeddings".into(),
+                    ))
+                })?;
+                grads.insert(table, scatter_rows(table, &ids, g_rows)?);
+            }
             return Ok((loss.to_scalar::<f32>()?, grads));
         };
         let (s, l) = (self.start, self.num_layers);
