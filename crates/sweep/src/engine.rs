@@ -382,7 +382,9 @@ fn run_finetuned(
     report: &mut RunReport,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    use crate::finetune::{finetune_spec, finetune_student};
+    use crate::finetune::{
+        epoch_checkpoint, finetune_spec, finetune_student, remove_epoch_checkpoint,
+    };
     for seed in plan
         .seeds
         .iter()
@@ -413,9 +415,22 @@ fn run_finetuned(
                 "{} · {}/{} · fine-tuning {loss} seed {seed}",
                 ds.name, ck.family, ck.revision
             ));
+            let key = spec.key()?;
+            let partial = epoch_checkpoint(store.path(), &key);
             let o = store.run_unit(&spec, opts.policy, || {
-                finetune_student(plan, ck, ds, split, seed, &loss, weak)
+                finetune_student(
+                    plan,
+                    ck,
+                    ds,
+                    split,
+                    seed,
+                    &loss,
+                    weak,
+                    Some((&partial, &key)),
+                )
             })?;
+            // Stored (done or failed) or found stored: the epoch checkpoint is of no more use.
+            remove_epoch_checkpoint(&partial);
             report.count(
                 &format!(
                     "fine-tuned {loss} student of {}/{} on {} seed {seed}",

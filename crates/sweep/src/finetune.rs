@@ -19,6 +19,7 @@
 //!                                # or { every = N } (every N-th in training order, always the last)
 //! tasks = ["word-order"]         # which tasks get fine-tuned students (default: every task)
 //! seeds = [0]                    # which of the plan's seeds get fine-tuned students (default: all)
+//! checkpoint_after_s = 60        # epoch checkpoint after an epoch this long (0: every epoch)
 //! ```
 //!
 //! Learning-rate defaults: 5e-5 is the example of Burns et al.'s full fine-tuning (their `lr`
@@ -30,9 +31,21 @@
 //! on the weak supervisor's soft labels) is one unit of the store, of kind `probe` with an extra
 //! `mode` field (`finetune-all`, `finetune-last-2`, `head-only`, `lora-8`, …) and a config hash over
 //! the split, the fine-tuning settings and the loss settings; probe units keep their keys, so adding
-//! fine-tuning to a finished probe sweep reruns nothing. A unit is re-run from the start after a
-//! kill (fine-tuning is deterministic, so the result is the same). The weak supervisor stays the
-//! probe on its features.
+//! fine-tuning to a finished probe sweep reruns nothing. The weak supervisor stays the probe on its
+//! features.
+//!
+//! Resuming: a unit killed mid-training runs again with the same result (fine-tuning is
+//! deterministic). After each epoch that took at least `checkpoint_after_s` seconds and that more
+//! epochs follow, the unit writes an epoch checkpoint ([`w2sg_lm::finetune::resume`]: trainable
+//! tensors, AdamW's moments and step, the step losses and the loss's running state, e.g. logconf's
+//! window) to `DIR/.w2sg-partial/<store>/<unit key>.ft` beside the results store ([`epoch_checkpoint`]);
+//! a rerun continues after that epoch, with the bits of an uninterrupted run. The checkpoint carries
+//! the unit key and a fingerprint of the settings and data, so no other unit (and no changed unit)
+//! ever loads it; it is deleted once the unit's result is in the store. Each shard has its own
+//! store, hence its own directory of checkpoints.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map};
 
@@ -85,7 +98,32 @@ pub fn finetune_spec(
     Ok(spec)
 }
 
+/// The epoch checkpoint of unit `key` of the results store at `store`:
+/// `DIR/.w2sg-partial/STORE_NAME/KEY.ft` (its own directory per store, so shards never share one).
+pub fn epoch_checkpoint(store: &Path, key: &UnitKey) -> PathBuf {
+    let dir = store.parent().unwrap_or(Path::new("."));
+    let name = store
+        .file_stem()
+        .map_or_else(|| "results".into(), |s| s.to_string_lossy().into_owned());
+    dir.join(".w2sg-partial")
+        .join(name)
+        .join(format!("{key}.ft"))
+}
+
+/// Removes a unit's epoch checkpoint (its result is stored) and the directories left empty.
+pub fn remove_epoch_checkpoint(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+        if let Some(root) = dir.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+}
+
 /// Trains one fine-tuned student and evaluates it on the test split: the unit's computation.
+/// `resume`: the unit's epoch checkpoint file and its identity (the unit key).
+#[allow(clippy::too_many_arguments)]
 pub fn finetune_student(
     plan: &Plan,
     ck: &CheckpointRef,
@@ -94,6 +132,7 @@ pub fn finetune_student(
     seed: u64,
     loss: &str,
     weak: Option<(&[f64], &[f64])>,
+    resume: Option<(&Path, &UnitKey)>,
 ) -> std::result::Result<UnitOutput, String> {
     ck.ensure_weights()?;
     let pooling: Pooling = ds
@@ -110,12 +149,13 @@ pub fn finetune_student(
         CEILING | "xent" => Loss::Xent,
         other => plan.train_params(other, seed).loss,
     };
-    let mut state = LossState::new(&loss_kind, &targets);
+    // Shared by the targets and the epoch checkpoint's save and restore.
+    let state = RefCell::new(LossState::new(&loss_kind, &targets));
     let mut provider = |r: &TargetRequest<'_>| {
         let z: Vec<f64> = r.logits.iter().map(|&v| v as f64).collect();
         let y: Vec<f64> = r.indices.iter().map(|&i| targets[i]).collect();
         let mut out = vec![0.0; z.len()];
-        state.targets(
+        state.borrow_mut().targets(
             r.step as f64 / r.total_steps.max(1) as f64,
             &z,
             &y,
@@ -128,7 +168,26 @@ pub fn finetune_student(
         .map_err(|e| format!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
     let train: Vec<&str> = split.strong.iter().map(|&i| ds.texts[i].as_str()).collect();
     let test: Vec<&str> = split.test.iter().map(|&i| ds.texts[i].as_str()).collect();
-    let out = w2sg_lm::finetune::finetune(
+    let mut save = || state.borrow().save();
+    let mut load = |b: &[u8]| state.borrow_mut().restore(b).map_err(|e| e.to_string());
+    let mut resume = match resume {
+        Some((path, key)) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+            }
+            Some(w2sg_lm::finetune::Resume {
+                path: path.to_path_buf(),
+                identity: key.to_string(),
+                min_epoch_secs: plan.finetune.checkpoint_after_s,
+                save_state: &mut save,
+                load_state: &mut load,
+                report: Default::default(),
+            })
+        }
+        None => None,
+    };
+    let out = w2sg_lm::finetune::finetune_resumable(
         &ck.dir,
         &tokenizer,
         &train,
@@ -138,6 +197,7 @@ pub fn finetune_student(
         &candle_core::Device::Cpu,
         &mut |_, _| crate::fault::visit("sweep-finetune-step"),
         None,
+        resume.as_mut(),
     )
     .map_err(|e| e.to_string())?;
     if let Some(i) = out.eval_logits.iter().position(|z| !z.is_finite()) {
