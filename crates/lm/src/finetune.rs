@@ -28,6 +28,10 @@
 //! Determinism: the batch order is a seeded permutation per epoch, every op sums in a fixed order,
 //! so the same seed gives the same bits with any number of threads. Gradient accumulation sums the
 //! micro-batches' gradients in order; no gradient clipping (as in Burns et al.'s training loop).
+//!
+//! Resuming: [`finetune_resumable`] with a [`Resume`] writes an epoch checkpoint after each epoch
+//! that more epochs follow, and a rerun continues after the last one with the same bits (what is
+//! saved, why it is exact and what invalidates a checkpoint: [`resume`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

@@ -21,7 +21,8 @@
 //! committed as failed with its message, the units that need its output are skipped, and the sweep
 //! goes on; the command exits 1 at the end. Nothing is ever half-written: a unit's row and blob are
 //! one SQLite transaction, so a kill at any moment loses at most the unit in flight, which runs again
-//! on resume with the same result (every computation is deterministic).
+//! on resume with the same result (every computation is deterministic; a fine-tuned student continues
+//! from its last epoch checkpoint, see [`crate::finetune`]).
 //!
 //! ## Shards
 //! `--shard I/N` keeps the checkpoints whose group (family and revision name) falls in slice I of N

@@ -121,6 +121,19 @@ pub fn remove_epoch_checkpoint(path: &Path) {
     }
 }
 
+/// Creates a directory of epoch checkpoints. Retried: another shard finishing a unit removes the
+/// shared `.w2sg-partial` when it is empty, which may happen between the two levels' creation.
+fn create_dir(dir: &Path) -> std::result::Result<(), String> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+            Err(e) => return Err(format!("{}: cannot create: {e}", dir.display())),
+        }
+    }
+}
+
 /// Trains one fine-tuned student and evaluates it on the test split: the unit's computation.
 /// `resume`: the unit's epoch checkpoint file and its identity (the unit key).
 #[allow(clippy::too_many_arguments)]
@@ -173,8 +186,7 @@ pub fn finetune_student(
     let mut resume = match resume {
         Some((path, key)) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+                create_dir(dir)?;
             }
             Some(w2sg_lm::finetune::Resume {
                 path: path.to_path_buf(),
