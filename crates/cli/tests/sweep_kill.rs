@@ -234,3 +234,59 @@ fn a_killed_sweep_with_a_fine_tuned_weak_supervisor_resumes_to_the_uninterrupted
     );
     assert!(!out.join("results.sqlite").exists());
 }
+
+/// A fine-tuning unit killed in its second epoch resumes from its epoch checkpoint, not from its
+/// start, and the sweep ends with the uninterrupted results.csv. One checkpoint (step24), seed 0:
+/// the ceiling, xent and logconf students, 2 epochs of 3 steps each (96 training examples in
+/// batches of 32), a checkpoint after every epoch but the last (`checkpoint_after_s = 0`). The abort
+/// at the 17th fine-tuning step is the second step of the logconf student's second epoch (so its
+/// running-quantile window must be restored too). The rerun is armed to abort at its 4th step: it
+/// finishes only if the unit ran its second epoch alone (3 steps), not both (6).
+#[test]
+fn a_fine_tuning_unit_resumes_from_its_epoch_checkpoint() {
+    let f = fixture(&scratch("ep-fixture"));
+    let text = std::fs::read_to_string(&f.plan).unwrap().replace("[train]\n", "[train]\nmode = \"finetune\"\n")
+        + "\n[finetune]\nepochs = 2\nlr = 1e-3\nbatch_size = 32\nmax_tokens = 32\nrevisions = [\"step24\"]\nseeds = [0]\ncheckpoint_after_s = 0\n";
+    let plan = f.dir.join("plan-ep.toml");
+    std::fs::write(&plan, text).unwrap();
+    let reference_dir = scratch("ep-reference");
+    ok(sweep_plan(&plan, &reference_dir, 2, None).output().unwrap());
+    let reference = finished(&reference_dir);
+    let partial_root = |out: &Path| out.join(".w2sg-partial");
+    assert!(
+        !partial_root(&reference_dir).exists(),
+        "epoch checkpoints are removed once their units are stored"
+    );
+
+    let out = scratch("ep-killed");
+    let o = sweep_plan(&plan, &out, 2, Some("sweep-finetune-step:17"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the child should have aborted");
+    assert_eq!(done_units(&out.join("results.sqlite")), reference.units - 1);
+    let files: Vec<PathBuf> = std::fs::read_dir(partial_root(&out).join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "only the unit in flight keeps a checkpoint: {files:?}"
+    );
+    let header = w2sg_lm::finetune::resume::read_header(&files[0]).unwrap();
+    assert_eq!((header.epochs, header.step), (1, 3));
+    assert_eq!(
+        files[0].file_stem().unwrap().to_string_lossy(),
+        header.identity,
+        "the file is named by its unit key, which it carries"
+    );
+
+    let o = sweep_plan(&plan, &out, 1, Some("sweep-finetune-step:4"))
+        .output()
+        .unwrap();
+    ok(o);
+    let resumed = finished(&out);
+    assert_eq!(resumed.digest, reference.digest);
+    assert_eq!(resumed.results, reference.results);
+    assert!(!partial_root(&out).exists());
+}

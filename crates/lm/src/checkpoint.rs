@@ -509,8 +509,8 @@ fn safetensors_dtype_size(name: &str) -> Option<usize> {
 /// Largest header accepted (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
-/// Parses and validates a safetensors header: (name, info, absolute start, absolute end) per tensor.
-pub(crate) fn read_safetensors_header(path: &Path) -> Result<Vec<(String, TensorInfo, u64, u64)>> {
+/// The JSON header of a safetensors file, its data section's offset and the file's size.
+fn read_header_json(path: &Path) -> Result<(serde_json::Map<String, Value>, u64, u64)> {
     let mut file = File::open(path).map_err(|e| LmError::io(path, e))?;
     let size = file.metadata().map_err(|e| LmError::io(path, e))?.len();
     if size < 8 {
@@ -543,15 +543,42 @@ pub(crate) fn read_safetensors_header(path: &Path) -> Result<Vec<(String, Tensor
         .map_err(|e| LmError::io(path, e))?;
     let value: Value = serde_json::from_slice(&header)
         .map_err(|e| LmError::weights(path, format!("invalid safetensors header: {e}")))?;
-    let Some(obj) = value.as_object() else {
+    let Value::Object(obj) = value else {
         return Err(LmError::weights(
             path,
             "invalid safetensors header: not a JSON object",
         ));
     };
-    let data_start = 8 + n;
+    Ok((obj, 8 + n, size))
+}
+
+/// The `__metadata__` of a safetensors file (string values only; empty when absent), read from its
+/// header alone.
+pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let (obj, _, _) = read_header_json(path)?;
+    let mut out = BTreeMap::new();
+    if let Some(meta) = obj.get("__metadata__") {
+        let Some(meta) = meta.as_object() else {
+            return Err(LmError::weights(path, "__metadata__ is not a JSON object"));
+        };
+        for (k, v) in meta {
+            let Some(v) = v.as_str() else {
+                return Err(LmError::weights(
+                    path,
+                    format!("__metadata__ value of `{k}` is not a string"),
+                ));
+            };
+            out.insert(k.clone(), v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Parses and validates a safetensors header: (name, info, absolute start, absolute end) per tensor.
+pub(crate) fn read_safetensors_header(path: &Path) -> Result<Vec<(String, TensorInfo, u64, u64)>> {
+    let (obj, data_start, size) = read_header_json(path)?;
     let mut out = Vec::with_capacity(obj.len());
-    for (name, v) in obj {
+    for (name, v) in &obj {
         if name == "__metadata__" {
             continue;
         }

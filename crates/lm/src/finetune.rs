@@ -28,6 +28,10 @@
 //! Determinism: the batch order is a seeded permutation per epoch, every op sums in a fixed order,
 //! so the same seed gives the same bits with any number of threads. Gradient accumulation sums the
 //! micro-batches' gradients in order; no gradient clipping (as in Burns et al.'s training loop).
+//!
+//! Resuming: [`finetune_resumable`] with a [`Resume`] writes an epoch checkpoint after each epoch
+//! that more epochs follow, and a rerun continues after the last one with the same bits (what is
+//! saved, why it is exact and what invalidates a checkpoint: [`resume`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -45,7 +49,9 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::pretrain::schedule::learning_rate;
 use crate::weights::{CheckpointWeights, Layered, VarStore, WeightSource};
 
+pub mod resume;
 mod runner;
+pub use resume::{Resume, ResumeReport};
 pub use runner::with_block_recompute;
 use runner::Runner;
 
@@ -326,7 +332,38 @@ pub fn finetune(
     cfg: &FinetuneConfig,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
+    trace: Option<&mut Trace>,
+) -> Result<FinetuneOutput> {
+    finetune_resumable(
+        dir,
+        tokenizer,
+        train_texts,
+        targets,
+        eval_texts,
+        cfg,
+        device,
+        progress,
+        trace,
+        None,
+    )
+}
+
+/// [`finetune`] with an epoch checkpoint ([`resume`]): if `resume`'s file holds this run's
+/// checkpoint, training continues after its last finished epoch (with the bits of an uninterrupted
+/// run), and a checkpoint is written after each epoch that more epochs follow. `progress` is called
+/// for the steps run, not for those restored.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_resumable(
+    dir: &std::path::Path,
+    tokenizer: &Tokenizer,
+    train_texts: &[&str],
+    targets: &mut Targets<'_>,
+    eval_texts: &[&str],
+    cfg: &FinetuneConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
     mut trace: Option<&mut Trace>,
+    mut resume: Option<&mut Resume<'_>>,
 ) -> Result<FinetuneOutput> {
     cfg.validate()?;
     if train_texts.is_empty() {
@@ -462,19 +499,39 @@ pub fn finetune(
     let steps_per_epoch = n.div_ceil(per_step);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_frac * total as f64).round() as u64;
-    let mut opt = AdamW::new(
-        // PyTorch's and HF Trainer's defaults for fine-tuning (pre-training uses β₂ = 0.95).
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        },
-        vars.params(),
-    )?;
+    // PyTorch's and HF Trainer's defaults for fine-tuning (pre-training uses β₂ = 0.95).
+    let adam = AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+    };
+    let mut opt = AdamW::new(adam, vars.params())?;
     let mut step_losses = Vec::with_capacity(total);
     let mut step = 0;
-    for epoch in 0..cfg.epochs {
+    let mut first_epoch = 0;
+    let fingerprint = resume
+        .is_some()
+        .then(|| resume::fingerprint(cfg, device, train_texts, eval_texts.len()));
+    if let (Some(r), Some(fp)) = (resume.as_deref_mut(), &fingerprint) {
+        if let Some(restored) = r.load(&vars, adam, fp, steps_per_epoch, cfg.epochs) {
+            opt = restored.opt;
+            step = restored.step;
+            step_losses = restored.step_losses;
+            first_epoch = restored.epochs;
+            if let Some(t) = trace.as_deref_mut() {
+                for epoch in 0..first_epoch {
+                    let order = permutation(n, cfg.seed, epoch as u64);
+                    for chunk in order.chunks(per_step) {
+                        t.micro_batches
+                            .extend(chunk.chunks(cfg.batch_size).map(<[usize]>::to_vec));
+                    }
+                }
+            }
+        }
+    }
+    for epoch in first_epoch..cfg.epochs {
+        let clock = resume::EpochClock::start();
         let order = permutation(n, cfg.seed, epoch as u64);
         for chunk in order.chunks(per_step) {
             let mut grads: Option<GradStore> = None;
@@ -524,6 +581,18 @@ pub fn finetune(
             step_losses.push(loss_sum as f32);
             step += 1;
             progress(step, total);
+        }
+        if let (Some(r), Some(fp)) = (resume.as_deref_mut(), &fingerprint) {
+            r.save(
+                &clock,
+                &vars,
+                &opt,
+                fp,
+                epoch + 1,
+                cfg.epochs,
+                step,
+                &step_losses,
+            )?;
         }
     }
     if let Some(t) = trace.as_deref_mut() {

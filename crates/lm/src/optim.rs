@@ -264,12 +264,13 @@ impl AdamW {
         Ok(out)
     }
 
-    /// Restores moments saved by [`AdamW::state_tensors`]; `what` names the file in errors.
+    /// Restores moments saved by [`AdamW::state_tensors`], taking them out of `tensors` (what is
+    /// left is the caller's); `what` names the file in errors.
     pub fn from_state(
         config: AdamWConfig,
         step: u64,
         params: &[Param],
-        mut tensors: BTreeMap<String, Tensor>,
+        tensors: &mut BTreeMap<String, Tensor>,
         what: &str,
     ) -> Result<Self> {
         let mut m = Vec::new();
@@ -280,11 +281,13 @@ impl AdamW {
                 let t = tensors
                     .remove(&name)
                     .ok_or_else(|| LmError::Input(format!("{what}: tensor `{name}` not found")))?;
-                if t.dims() != p.var.dims() {
+                if t.dims() != p.var.dims() || t.dtype() != p.var.dtype() {
                     return Err(LmError::Input(format!(
-                        "{what}: tensor `{name}` has shape {:?}, expected {:?}",
+                        "{what}: tensor `{name}` has shape {:?} ({:?}), expected {:?} ({:?})",
                         t.dims(),
-                        p.var.dims()
+                        t.dtype(),
+                        p.var.dims(),
+                        p.var.dtype()
                     )));
                 }
                 out.push(Moment::new(
@@ -294,6 +297,41 @@ impl AdamW {
             }
         }
         Ok(AdamW { config, step, m, v })
+    }
+
+    /// Writes the moments (`m.NAME`, `v.NAME`) and the caller's `extra` tensors into one safetensors
+    /// file, atomically (a kill leaves the old file or the new one): the optimizer state of
+    /// pre-training checkpoints and of fine-tuning's epoch checkpoints. The step count is the
+    /// caller's to record (in `metadata` or beside the file).
+    pub fn save_file(
+        &self,
+        path: &std::path::Path,
+        params: &[Param],
+        extra: &[(&str, &Tensor)],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let named = self.state_tensors(params)?;
+        let mut refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        refs.extend_from_slice(extra);
+        crate::checkpoint::write_safetensors(path, &refs, metadata)
+    }
+
+    /// Reads a file written by [`AdamW::save_file`]: the optimizer at `step`, and the other tensors.
+    pub fn load_file(
+        path: &std::path::Path,
+        config: AdamWConfig,
+        step: u64,
+        params: &[Param],
+    ) -> Result<(Self, BTreeMap<String, Tensor>)> {
+        let mut tensors = crate::checkpoint::read_safetensors(path)?;
+        let opt = Self::from_state(
+            config,
+            step,
+            params,
+            &mut tensors,
+            &path.display().to_string(),
+        )?;
+        Ok((opt, tensors))
     }
 }
 

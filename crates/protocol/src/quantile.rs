@@ -80,6 +80,26 @@ impl RunningQuantile {
         self.ring.is_empty()
     }
 
+    /// The window's state: its capacity, its values in ring order and the ring's next slot (what
+    /// [`RunningQuantile::from_parts`] restores exactly).
+    pub(crate) fn parts(&self) -> (usize, &[f64], usize) {
+        (self.capacity, &self.ring, self.next)
+    }
+
+    /// A window from [`RunningQuantile::parts`]; `None` when they are inconsistent.
+    pub(crate) fn from_parts(capacity: usize, ring: Vec<f64>, next: usize) -> Option<Self> {
+        let consistent = capacity >= 1
+            && ring.len() <= capacity
+            && next < capacity
+            && (ring.len() == capacity || next == ring.len() % capacity);
+        consistent.then(|| RunningQuantile {
+            scratch: Vec::with_capacity(capacity),
+            ring,
+            capacity,
+            next,
+        })
+    }
+
     /// Type-7 quantile of the window at level `q`; `None` when empty.
     pub fn quantile(&mut self, q: f64) -> Option<f64> {
         self.scratch.clear();

@@ -23,7 +23,8 @@
 //! committed as failed with its message, the units that need its output are skipped, and the sweep
 //! goes on; the command exits 1 at the end. Nothing is ever half-written: a unit's row and blob are
 //! one SQLite transaction, so a kill at any moment loses at most the unit in flight, which runs again
-//! on resume with the same result (every computation is deterministic).
+//! on resume with the same result (every computation is deterministic; a fine-tuned student continues
+//! from its last epoch checkpoint, see [`crate::finetune`]).
 //!
 //! ## Shards
 //! `--shard I/N` keeps the checkpoints whose group (family and revision name) falls in slice I of N
@@ -231,9 +232,19 @@ fn run_weak(
                     "{} · fine-tuning weak {} seed {seed}",
                     ds.name, weak.revision
                 ));
-                Some(store.run_unit(&spec, opts.policy, || {
-                    crate::finetune::finetune_weak_labels(plan, weak, ds, &split, seed)
-                })?)
+                let partial = crate::finetune::epoch_checkpoint(store.path(), &key);
+                let o = store.run_unit(&spec, opts.policy, || {
+                    crate::finetune::finetune_weak_labels(
+                        plan,
+                        weak,
+                        ds,
+                        &split,
+                        seed,
+                        Some((&partial, &key)),
+                    )
+                })?;
+                crate::finetune::remove_epoch_checkpoint(&partial);
+                Some(o)
             }
         };
         match o {
@@ -405,7 +416,9 @@ fn run_finetuned(
     report: &mut RunReport,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    use crate::finetune::{finetune_spec, finetune_student};
+    use crate::finetune::{
+        epoch_checkpoint, finetune_spec, finetune_student, remove_epoch_checkpoint,
+    };
     for seed in plan
         .seeds
         .iter()
@@ -436,9 +449,22 @@ fn run_finetuned(
                 "{} · {}/{} · fine-tuning {loss} seed {seed}",
                 ds.name, ck.family, ck.revision
             ));
+            let key = spec.key()?;
+            let partial = epoch_checkpoint(store.path(), &key);
             let o = store.run_unit(&spec, opts.policy, || {
-                finetune_student(plan, ck, ds, split, seed, &loss, weak)
+                finetune_student(
+                    plan,
+                    ck,
+                    ds,
+                    split,
+                    seed,
+                    &loss,
+                    weak,
+                    Some((&partial, &key)),
+                )
             })?;
+            // Stored (done or failed) or found stored: the epoch checkpoint is of no more use.
+            remove_epoch_checkpoint(&partial);
             report.count(
                 &format!(
                     "fine-tuned {loss} student of {}/{} on {} seed {seed}",

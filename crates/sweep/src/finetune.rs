@@ -20,6 +20,7 @@
 //!                                # or { every = N } (every N-th in training order, always the last)
 //! tasks = ["word-order"]         # which tasks get fine-tuned students (default: every task)
 //! seeds = [0]                    # which of the plan's seeds get fine-tuned students (default: all)
+//! checkpoint_after_s = 60        # epoch checkpoint after an epoch this long (0: every epoch)
 //!
 //! [weak]
 //! train = "finetune"             # optional: the weak supervisor fine-tuned too, with these settings
@@ -34,8 +35,7 @@
 //! on the weak supervisor's soft labels) is one unit of the store, of kind `probe` with an extra
 //! `mode` field (`finetune-all`, `finetune-last-2`, `head-only`, `lora-8`, …) and a config hash over
 //! the split, the fine-tuning settings and the loss settings; probe units keep their keys, so adding
-//! fine-tuning to a finished probe sweep reruns nothing. A unit is re-run from the start after a
-//! kill (fine-tuning is deterministic, so the result is the same).
+//! fine-tuning to a finished probe sweep reruns nothing.
 //!
 //! The weak supervisor is the probe on the weak model's features unless `[weak] train = "finetune"`:
 //! then [`finetune_weak_labels`] fine-tunes the weak model itself with the same `[finetune]` settings
@@ -43,6 +43,19 @@
 //! A's true labels, and its probabilities on B and test are the weak labels of every student of that
 //! seed, probe or fine-tuned. Its unit is a `weak_labels` unit with its own config hash
 //! ([`crate::specs::weak_spec`]), so the probe supervisor's units keep their keys.
+//!
+//! Resuming: a unit killed mid-training runs again with the same result (fine-tuning is
+//! deterministic). After each epoch that took at least `checkpoint_after_s` seconds and that more
+//! epochs follow, the unit writes an epoch checkpoint ([`w2sg_lm::finetune::resume`]: trainable
+//! tensors, AdamW's moments and step, the step losses and the loss's running state, e.g. logconf's
+//! window) to `DIR/.w2sg-partial/<store>/<unit key>.ft` beside the results store ([`epoch_checkpoint`]);
+//! a rerun continues after that epoch, with the bits of an uninterrupted run. The checkpoint carries
+//! the unit key and a fingerprint of the settings and data, so no other unit (and no changed unit)
+//! ever loads it; it is deleted once the unit's result is in the store. Each shard has its own
+//! store, hence its own directory of checkpoints.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
@@ -87,7 +100,45 @@ pub fn finetune_spec(
     Ok(spec)
 }
 
+/// The epoch checkpoint of unit `key` of the results store at `store`:
+/// `DIR/.w2sg-partial/STORE_NAME/KEY.ft` (its own directory per store, so shards never share one).
+pub fn epoch_checkpoint(store: &Path, key: &UnitKey) -> PathBuf {
+    let dir = store.parent().unwrap_or(Path::new("."));
+    let name = store
+        .file_stem()
+        .map_or_else(|| "results".into(), |s| s.to_string_lossy().into_owned());
+    dir.join(".w2sg-partial")
+        .join(name)
+        .join(format!("{key}.ft"))
+}
+
+/// Removes a unit's epoch checkpoint (its result is stored) and the directories left empty.
+pub fn remove_epoch_checkpoint(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+        if let Some(root) = dir.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+}
+
+/// Creates a directory of epoch checkpoints. Retried: another shard finishing a unit removes the
+/// shared `.w2sg-partial` when it is empty, which may happen between the two levels' creation.
+fn create_dir(dir: &Path) -> std::result::Result<(), String> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+            Err(e) => return Err(format!("{}: cannot create: {e}", dir.display())),
+        }
+    }
+}
+
 /// Trains one fine-tuned student and evaluates it on the test split: the unit's computation.
+/// `resume`: the unit's epoch checkpoint file and its identity (the unit key).
+#[allow(clippy::too_many_arguments)]
 pub fn finetune_student(
     plan: &Plan,
     ck: &CheckpointRef,
@@ -96,6 +147,7 @@ pub fn finetune_student(
     seed: u64,
     loss: &str,
     weak: Option<(&[f64], &[f64])>,
+    resume: Option<(&Path, &UnitKey)>,
 ) -> std::result::Result<UnitOutput, String> {
     let cfg = finetune_config(plan, ds, seed).map_err(|e| e.to_string())?;
     let targets: Vec<f64> = match (loss, weak) {
@@ -108,6 +160,7 @@ pub fn finetune_student(
         other => plan.train_params(other, seed).loss,
     };
     let (on_test, out) = train_and_predict(
+        plan,
         ck,
         ds,
         &cfg,
@@ -115,6 +168,7 @@ pub fn finetune_student(
         &targets,
         &loss_kind,
         &split.test,
+        resume,
     )?;
     let e = |e: w2sg_protocol::Error| e.to_string();
     let labels = ds.labels_at(&split.test);
@@ -138,19 +192,30 @@ pub fn finetune_student(
 /// fine-tuned on split A's true labels (hard targets, cross-entropy) with the plan's `[finetune]`
 /// settings and the seed; its probabilities on B, then on test, are the unit's blob, laid out as the
 /// probe supervisor's ([`crate::specs::weak_output`]).
+/// `resume` as for [`finetune_student`].
 pub fn finetune_weak_labels(
     plan: &Plan,
     weak: &CheckpointRef,
     ds: &Dataset,
     split: &Split,
     seed: u64,
+    resume: Option<(&Path, &UnitKey)>,
 ) -> std::result::Result<UnitOutput, String> {
     let cfg = finetune_config(plan, ds, seed).map_err(|e| e.to_string())?;
     let targets = w2sg_protocol::features::hard_targets(&ds.labels_at(&split.weak));
     // B and test in one evaluation pass, split after.
     let eval: Vec<usize> = split.strong.iter().chain(&split.test).copied().collect();
-    let (mut probs, out) =
-        train_and_predict(weak, ds, &cfg, &split.weak, &targets, &Loss::Xent, &eval)?;
+    let (mut probs, out) = train_and_predict(
+        plan,
+        weak,
+        ds,
+        &cfg,
+        &split.weak,
+        &targets,
+        &Loss::Xent,
+        &eval,
+        resume,
+    )?;
     let on_test = probs.split_off(split.strong.len());
     let (mut result, blob) = weak_output(ds, split, probs, &on_test)?;
     insert_run_fields(&mut result, &cfg, &out);
@@ -173,7 +238,10 @@ fn insert_run_fields(result: &mut Map<String, Value>, cfg: &FinetuneConfig, out:
 /// Fine-tunes checkpoint `ck` on the examples `train` of `ds` with per-example `targets` under
 /// `loss`, then returns its probabilities (σ of the logits) on the examples `eval`, in order, and the
 /// run's output. A non-finite logit is an error (the run diverged), never a stored probability.
+/// `resume`: the unit's epoch checkpoint file and its identity (the unit key).
+#[allow(clippy::too_many_arguments)]
 fn train_and_predict(
+    plan: &Plan,
     ck: &CheckpointRef,
     ds: &Dataset,
     cfg: &FinetuneConfig,
@@ -181,14 +249,16 @@ fn train_and_predict(
     targets: &[f64],
     loss: &Loss,
     eval: &[usize],
+    resume: Option<(&Path, &UnitKey)>,
 ) -> std::result::Result<(Vec<f64>, FinetuneOutput), String> {
     ck.ensure_weights()?;
-    let mut state = LossState::new(loss, targets);
+    // Shared by the targets and the epoch checkpoint's save and restore.
+    let state = RefCell::new(LossState::new(loss, targets));
     let mut provider = |r: &TargetRequest<'_>| {
         let z: Vec<f64> = r.logits.iter().map(|&v| v as f64).collect();
         let y: Vec<f64> = r.indices.iter().map(|&i| targets[i]).collect();
         let mut out = vec![0.0; z.len()];
-        state.targets(
+        state.borrow_mut().targets(
             r.step as f64 / r.total_steps.max(1) as f64,
             &z,
             &y,
@@ -201,7 +271,25 @@ fn train_and_predict(
         .map_err(|e| format!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
     let train: Vec<&str> = train.iter().map(|&i| ds.texts[i].as_str()).collect();
     let eval: Vec<&str> = eval.iter().map(|&i| ds.texts[i].as_str()).collect();
-    let out = w2sg_lm::finetune::finetune(
+    let mut save = || state.borrow().save();
+    let mut load = |b: &[u8]| state.borrow_mut().restore(b).map_err(|e| e.to_string());
+    let mut resume = match resume {
+        Some((path, key)) => {
+            if let Some(dir) = path.parent() {
+                create_dir(dir)?;
+            }
+            Some(w2sg_lm::finetune::Resume {
+                path: path.to_path_buf(),
+                identity: key.to_string(),
+                min_epoch_secs: plan.finetune.checkpoint_after_s,
+                save_state: &mut save,
+                load_state: &mut load,
+                report: Default::default(),
+            })
+        }
+        None => None,
+    };
+    let out = w2sg_lm::finetune::finetune_resumable(
         &ck.dir,
         &tokenizer,
         &train,
@@ -211,6 +299,7 @@ fn train_and_predict(
         &candle_core::Device::Cpu,
         &mut |_, _| crate::fault::visit("sweep-finetune-step"),
         None,
+        resume.as_mut(),
     )
     .map_err(|e| e.to_string())?;
     if let Some(i) = out.eval_logits.iter().position(|z| !z.is_finite()) {

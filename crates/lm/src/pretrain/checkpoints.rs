@@ -126,9 +126,12 @@ pub fn save_checkpoint(
     let tok_dst = partial.join("tokenizer.json");
     std::fs::copy(tokenizer_json, &tok_dst).map_err(|e| PretrainError::write(&tok_dst, e))?;
     if let Some(opt) = optimizer {
-        let named = opt.state_tensors(model.params())?;
-        let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        write_safetensors(&partial.join(OPTIMIZER), &refs, &pt_metadata())?;
+        opt.save_file(
+            &partial.join(OPTIMIZER),
+            model.params(),
+            &[],
+            &pt_metadata(),
+        )?;
     }
     write_json(&partial.join(STATE), &state)?;
     let dst = out.join(&name);
@@ -246,15 +249,8 @@ pub fn load_optimizer(
     config: crate::optim::AdamWConfig,
     step: u64,
 ) -> Result<AdamW> {
-    let path = dir.join(OPTIMIZER);
-    let tensors = read_safetensors(&path)?;
-    Ok(AdamW::from_state(
-        config,
-        step,
-        model.params(),
-        tensors,
-        &path.display().to_string(),
-    )?)
+    let (opt, _) = AdamW::load_file(&dir.join(OPTIMIZER), config, step, model.params())?;
+    Ok(opt)
 }
 
 /// Writes the run's config (`pretrain_config.json`).

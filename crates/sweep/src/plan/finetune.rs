@@ -60,6 +60,10 @@ pub struct FinetunePlan {
     /// The plan's seeds that get fine-tuned students (None: all). Fine-tuning costs far more than a
     /// probe, so a sweep may fine-tune fewer seeds than it probes.
     pub seeds: Option<Vec<u64>>,
+    /// An epoch that took at least this many seconds is followed by an epoch checkpoint of its unit
+    /// (when more epochs follow), from which a killed sweep resumes; 0: after every such epoch.
+    /// Not part of the units' keys: it changes no result.
+    pub checkpoint_after_s: f64,
 }
 
 impl Default for FinetunePlan {
@@ -78,6 +82,7 @@ impl Default for FinetunePlan {
             revisions: Revisions::All("all".into()),
             tasks: None,
             seeds: None,
+            checkpoint_after_s: 60.0,
         }
     }
 }
@@ -130,6 +135,12 @@ impl FinetunePlan {
                 Err("finetune.revisions.every must be at least 1".into())
             }
             Revisions::List(l) if l.is_empty() => Err("finetune.revisions is an empty list".into()),
+            _ if !(self.checkpoint_after_s.is_finite() && self.checkpoint_after_s >= 0.0) => {
+                Err(format!(
+                    "finetune.checkpoint_after_s must be a number of seconds ≥ 0, got {}",
+                    self.checkpoint_after_s
+                ))
+            }
             _ if self.tasks.as_ref().is_some_and(|t| t.is_empty()) => Err(
                 "finetune.tasks is an empty list (leave it out to fine-tune on every task)".into(),
             ),
