@@ -179,11 +179,16 @@ pub fn run(cmd: LmCommand) -> u8 {
 
 fn features(job: &FeaturesJob, cache: Option<&HubCache>) -> Result<()> {
     let start = Instant::now();
-    // Refuse a second writer of the same file before the minutes of computing.
+    // Refuse a second writer of the same file before the minutes of computing: exit 2, as `sim
+    // run` and `lm pretrain` do (the run was never started); a lock that cannot be created is a
+    // write failure (exit 1).
     let lock_path = lock_path_for(&job.out);
-    let _lock = w2sg_fsio::DirLock::acquire(&lock_path).map_err(|e| LmError::Write {
-        path: job.out.clone(),
-        source: std::io::Error::other(e.to_string()),
+    let _lock = w2sg_fsio::DirLock::acquire(&lock_path).map_err(|e| match e {
+        w2sg_fsio::LockError::Held { .. } => LmError::Input(format!("{}: {e}", job.out.display())),
+        w2sg_fsio::LockError::Io { .. } => LmError::Write {
+            path: job.out.clone(),
+            source: std::io::Error::other(e.to_string()),
+        },
     })?;
     let bar = progress::bar(true, 0, "examples");
     let s = extract_to_file(job, cache, &mut |done, total| {

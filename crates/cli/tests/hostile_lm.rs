@@ -184,7 +184,7 @@ fn a_second_features_writer_is_refused() {
     // A lock held by a live process (this test).
     std::fs::write(dir.join(".f.npy.w2sg-lock"), std::process::id().to_string()).unwrap();
     let o = features(&ck, &data, &dir.join("f.npy"));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("another w2sg process"),
         "{}",
