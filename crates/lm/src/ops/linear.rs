@@ -13,7 +13,9 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::math::{act_grad_slice, act_slice};
-use super::{column_sums, cpu_f32, f32_slice, fused_ok, gemm, Mat, Threads, CHUNK, ROWS_PER_TASK};
+use super::{
+    column_sums, cpu_f32, f32_slice, fused_ok, gemm, written, Mat, Threads, CHUNK, ROWS_PER_TASK,
+};
 
 /// Activation functions by their HF `hidden_act` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +56,21 @@ impl Activation {
 pub(super) fn linear_fwd(x: &[f32], w: &[f32], b: Option<&[f32]>, out: usize) -> Vec<f32> {
     let inp = w.len() / out.max(1);
     let rows = x.len() / inp.max(1);
-    let mut y = vec![0f32; rows * out];
+    let n = rows * out;
+    let mut y = Vec::<f32>::with_capacity(n);
     if let Some(b) = b {
-        y.par_chunks_mut(out * ROWS_PER_TASK)
-            .for_each(|c| c.chunks_mut(out).for_each(|r| r.copy_from_slice(b)));
+        y.spare_capacity_mut()[..n]
+            .par_chunks_mut(out * ROWS_PER_TASK)
+            .for_each(|c| {
+                c.chunks_mut(out).for_each(|r| {
+                    r.iter_mut().zip(b).for_each(|(d, &s)| {
+                        d.write(s);
+                    })
+                })
+            });
     }
-    // SAFETY: y is rows × out, x rows × inp and W out × inp (read as Wᵀ), all row-major.
+    // SAFETY: y is rows × out, x rows × inp and W out × inp (read as Wᵀ), all row-major. Every
+    // element is written: by the bias rows above (then accumulated onto), or by the GEMM.
     unsafe {
         gemm(
             (rows, out, inp),
@@ -71,6 +82,7 @@ pub(super) fn linear_fwd(x: &[f32], w: &[f32], b: Option<&[f32]>, out: usize) ->
             1.0,
             Threads::All,
         );
+        y.set_len(n);
     }
     y
 }
@@ -85,32 +97,36 @@ pub(super) fn linear_bwd(
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let inp = w.len() / out.max(1);
     let rows = x.len() / inp.max(1);
-    let mut dx = vec![0f32; rows * inp];
-    let mut dw = vec![0f32; out * inp];
     // SAFETY: dx = g W (rows × out · out × inp), dW = gᵀ x (out × rows · rows × inp); all buffers
-    // row-major with these sizes.
-    unsafe {
-        gemm(
-            (rows, inp, out),
-            dx.as_mut_ptr(),
-            inp,
-            false,
-            Mat::rm(g.as_ptr(), out),
-            Mat::rm(w.as_ptr(), inp),
-            1.0,
-            Threads::All,
-        );
-        gemm(
-            (out, inp, rows),
-            dw.as_mut_ptr(),
-            inp,
-            false,
-            Mat::tr(g.as_ptr(), out),
-            Mat::rm(x.as_ptr(), inp),
-            1.0,
-            Threads::All,
-        );
-    }
+    // row-major with these sizes, each written in full by its GEMM.
+    let (dx, dw) = unsafe {
+        (
+            written(rows * inp, |dx| {
+                gemm(
+                    (rows, inp, out),
+                    dx,
+                    inp,
+                    false,
+                    Mat::rm(g.as_ptr(), out),
+                    Mat::rm(w.as_ptr(), inp),
+                    1.0,
+                    Threads::All,
+                )
+            }),
+            written(out * inp, |dw| {
+                gemm(
+                    (out, inp, rows),
+                    dw,
+                    inp,
+                    false,
+                    Mat::tr(g.as_ptr(), out),
+                    Mat::rm(x.as_ptr(), inp),
+                    1.0,
+                    Threads::All,
+                )
+            }),
+        )
+    };
     (dx, dw, bias.then(|| column_sums(g, out)))
 }
 
@@ -129,14 +145,18 @@ pub(super) fn apply_act(y: &mut [f32], act: Activation, save: bool) -> Option<Ve
 
 /// The gradient through an activation: `g ⊙ act′`, from the derivative kept by the forward pass.
 pub(super) fn through_act(g: &[f32], dact: &[f32]) -> Vec<f32> {
-    let mut d = vec![0f32; dact.len()];
-    d.par_chunks_mut(CHUNK)
+    let n = dact.len();
+    let mut d = Vec::<f32>::with_capacity(n);
+    d.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
         .zip(dact.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
         .for_each(|(d, (da, g))| {
             for i in 0..d.len() {
-                d[i] = g[i] * da[i];
+                d[i].write(g[i] * da[i]);
             }
         });
+    // SAFETY: the chunks cover all n elements, each written above.
+    unsafe { d.set_len(n) };
     d
 }
 

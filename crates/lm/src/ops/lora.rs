@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::linear::{apply_act, linear_fwd, through_act, Activation};
-use super::{cpu_f32, f32_slice, fused_ok, gemm, Mat, Threads};
+use super::{cpu_f32, f32_slice, fused_ok, gemm, written, Mat, Threads};
 
 /// What the forward pass keeps for the backward pass: `x Aᵀ`, and the activation's derivative.
 type Saved = (Vec<f32>, Option<Vec<f32>>);
@@ -173,30 +173,32 @@ impl CustomOp3 for LoraLinearOp {
             );
         }
         let dx = if x.track_op() {
-            let mut dx = vec![0f32; rows * inp];
-            // SAFETY: dx = g W + gxa A, rows × in, from the buffers above.
-            unsafe {
-                gemm(
-                    (rows, inp, out),
-                    dx.as_mut_ptr(),
-                    inp,
-                    false,
-                    Mat::rm(g.as_ptr(), out),
-                    Mat::rm(wv.as_ptr(), inp),
-                    1.0,
-                    Threads::All,
-                );
-                gemm(
-                    (rows, inp, r),
-                    dx.as_mut_ptr(),
-                    inp,
-                    true,
-                    Mat::rm(gxa.as_ptr(), r),
-                    Mat::rm(av.as_ptr(), inp),
-                    1.0,
-                    Threads::All,
-                );
-            }
+            // SAFETY: dx = g W + gxa A, rows × in, from the buffers above; the first GEMM writes
+            // every element, the second accumulates onto it.
+            let dx = unsafe {
+                written(rows * inp, |dx| {
+                    gemm(
+                        (rows, inp, out),
+                        dx,
+                        inp,
+                        false,
+                        Mat::rm(g.as_ptr(), out),
+                        Mat::rm(wv.as_ptr(), inp),
+                        1.0,
+                        Threads::All,
+                    );
+                    gemm(
+                        (rows, inp, r),
+                        dx,
+                        inp,
+                        true,
+                        Mat::rm(gxa.as_ptr(), r),
+                        Mat::rm(av.as_ptr(), inp),
+                        1.0,
+                        Threads::All,
+                    );
+                })
+            };
             Some(Tensor::from_vec(dx, x.shape(), x.device())?)
         } else {
             None

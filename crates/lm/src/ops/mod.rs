@@ -220,6 +220,20 @@ unsafe fn gemm(
     )
 }
 
+/// `n` f32 written in full by `write` (a GEMM that does not accumulate): allocated without the
+/// zeroing of `vec![0; n]`, a serial pass over the whole buffer on the calling thread, and most of
+/// the memset time of a fine-tuning step (whose outputs are mostly GEMM outputs).
+///
+/// # Safety
+/// `write` must write all `n` elements through the pointer it is given before it returns.
+unsafe fn written(n: usize, write: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(n);
+    write(v.as_mut_ptr());
+    // SAFETY: the caller's contract: all n elements are initialised.
+    v.set_len(n);
+    v
+}
+
 /// Raw pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
