@@ -253,9 +253,10 @@ impl Runner<'_> {
             // gradient is the leaf's scattered into the table's rows. candle's own backward pass
             // of the lookup would zero a table-sized tensor, then copy it into a second one to add
             // the rows (two fresh 100 MB buffers per micro-batch on Pythia-70m, most of whose time
-            // is page faults); this touches only the rows of the batch's tokens.
+            // is page faults); this touches only the rows of the batch's tokens. On the CPU: on a
+            // GPU candle's own scatter runs on the device.
             let embedded = match (&self.embedding, &x) {
-                (Some(table), Batch::Ids(ids)) if self.start == 0 => {
+                (Some(table), Batch::Ids(ids)) if self.start == 0 && self.device.is_cpu() => {
                     let h0 = self.run(self.model, &x, 0, vec![0])?.remove(0).detach();
                     Some((table, ids.clone(), Var::from_tensor(&h0)?))
                 }
