@@ -56,7 +56,9 @@ enum LmCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (the second sets an environment variable).
     w2sg_lm::host::tune_allocator();
+    w2sg_lm::host::serial_candle_elementwise();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

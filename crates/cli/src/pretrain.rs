@@ -64,7 +64,6 @@ fn build_config(args: &PretrainArgs) -> Result<PretrainConfig> {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: PretrainArgs) -> u8 {
-    w2sg_lm::pretrain::serial_candle_elementwise();
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -10,7 +10,7 @@
 //! else `/work/venv-lm/bin/python`, else `python3`).
 //!
 //! The child sets `CANDLE_NUM_THREADS=1` as `w2sg lm pretrain` does (see
-//! `w2sg_lm::pretrain::serial_candle_elementwise`). The peer inherits the environment, so on a loaded
+//! `w2sg_lm::host::serial_candle_elementwise`). The peer inherits the environment, so on a loaded
 //! machine `OMP_WAIT_POLICY=PASSIVE` keeps PyTorch's OpenMP threads from spin-waiting (see
 //! BENCHMARKS.md).
 
@@ -33,7 +33,7 @@ const STEPS: usize = 10;
 
 fn child(dir: &Path) {
     // As `w2sg lm pretrain` does (see its doc).
-    w2sg_lm::pretrain::serial_candle_elementwise();
+    w2sg_lm::host::serial_candle_elementwise();
     let cfg = PretrainConfig::preset("tiny").unwrap();
     let model = TrainableGptNeoX::init(&cfg.gpt_neox_config().unwrap(), 0, &Device::Cpu).unwrap();
     std::fs::create_dir_all(dir).unwrap();

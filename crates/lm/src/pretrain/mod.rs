@@ -26,22 +26,6 @@ use std::path::PathBuf;
 pub use presets::{ModelShape, PretrainConfig, PRESETS};
 pub use train::{pretrain, RunOptions, RunSummary};
 
-/// Makes candle run its own element-wise ops on the calling thread, unless `CANDLE_NUM_THREADS` is
-/// already set. Call at the start of a process, before any other thread exists and before the first
-/// candle op (it sets an environment variable; later calls have no effect on candle).
-///
-/// Why: candle 0.11 runs element-wise ops on ≥ 64K elements on a pool of spin-waiting threads,
-/// separate from rayon's. In a training step the only such ops left are the gradient store's sums
-/// (every other op is one of [`crate::ops`]' kernels, which use rayon), and on a
-/// machine with no idle core the main thread spins in that pool's barrier waiting for a descheduled
-/// worker: with 2 threads on 2 shared cores that cost about 30 % of the step. The sums are
-/// memory-bound, so running them serially loses little when cores are idle.
-pub fn serial_candle_elementwise() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-}
-
 /// Result type of pre-training.
 pub type Result<T, E = PretrainError> = std::result::Result<T, E>;
 
