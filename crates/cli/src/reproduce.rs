@@ -15,7 +15,7 @@ pub struct ReproduceArgs {
     #[arg(long, required = true)]
     out: Option<PathBuf>,
     /// The quick versions: the theory figures at smaller d, the checkpoint lab on the tiny family
-    /// (about 16 minutes in all on 2 cores).
+    /// (about 13 minutes in all on 2 cores).
     #[arg(long)]
     quick: bool,
     /// Worker threads for the theory lab (default: all cores). Results do not depend on it.
@@ -31,7 +31,7 @@ pub enum ReproduceCommand {
         #[arg(long)]
         out: PathBuf,
         /// The tiny family (41 checkpoints) on VADER movie snippets and word order, with fine-tuned
-        /// students at five checkpoints: about 15 minutes on 2 cores.
+        /// students at five checkpoints: about 12 minutes on 2 cores.
         #[arg(long)]
         quick: bool,
         /// No progress bars.
