@@ -25,6 +25,9 @@
 //! (`finetune/runner.rs`), so that the activations of only one block are held (peak memory about
 //! 1.2× that of inference on Pythia-70m's shape at 8 × 128 tokens, against 1.8× with the whole graph).
 //!
+//! Speed: under last-token pooling the last block runs at the pooled row of each sequence only
+//! (its keys and values at every position), in training and evaluation alike (`finetune/runner.rs`).
+//!
 //! Determinism: the batch order is a seeded permutation per epoch, every op sums in a fixed order,
 //! so the same seed gives the same bits with any number of threads. Gradient accumulation sums the
 //! micro-batches' gradients in order; no gradient clipping (as in Burns et al.'s training loop).

@@ -28,7 +28,7 @@ use crate::config_keys::{check_sizes, config_err, parse, resolve_rope, RopeParam
 use crate::error::Result;
 use crate::layers::{embed, Activation, LayerNorm, Linear};
 use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
-use crate::stack::{check_inputs, run_stack, Output, Request};
+use crate::stack::{at_rows, check_inputs, run_stack, Output, Request};
 use crate::weights::WeightSource;
 
 /// `config.json` of a GPT-NeoX checkpoint, with rotary settings resolved.
@@ -287,11 +287,13 @@ impl GptNeoX {
         &self.device
     }
 
-    fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    /// Attention at every position, or at `rows` only ([`at_rows`]: every position's keys and
+    /// values are still computed).
+    fn attention(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
         let out = layer
             .query_key_value
             .attention(x, &self.spec, &self.rotary)?;
-        Ok(layer.dense.forward(&out)?)
+        Ok(layer.dense.forward(&at_rows(&out, rows)?)?)
     }
 
     fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
@@ -301,8 +303,9 @@ impl GptNeoX {
         Ok(layer.dense_4h_to_h.forward(&h)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let attn = self.attention(layer, &layer.input_layernorm.forward(x)?)?;
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+        let attn = self.attention(layer, &layer.input_layernorm.forward(x)?, rows)?;
+        let x = &at_rows(x, rows)?;
         if self.config.use_parallel_residual {
             let mlp = self.mlp(layer, &layer.post_attention_layernorm.forward(x)?)?;
             // HF's order of additions: mlp + attn + x.
@@ -334,7 +337,7 @@ impl GptNeoX {
             x,
             start,
             &self.layers,
-            |layer, x| self.layer_forward(layer, x),
+            |layer, x, rows| self.layer_forward(layer, x, rows),
             |x| Ok(self.final_layer_norm.forward(x)?),
             |x| Ok(self.embed_out.forward(x)?),
             request,

@@ -38,7 +38,7 @@ use crate::config_keys::{
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, Linear, RmsNorm};
 use crate::ops::{self, AttentionSpec, QkvLayout, RopeScaling, RotaryTables};
-use crate::stack::{check_inputs, run_stack, Output, Request};
+use crate::stack::{at_rows, check_inputs, run_stack, Output, Request};
 use crate::weights::WeightSource;
 
 /// Which member of the family a checkpoint is.
@@ -380,7 +380,8 @@ impl Llama {
         &self.device
     }
 
-    fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    /// Attention at every position, or at `rows` only ([`at_rows`]).
+    fn attention(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
         let out = match &layer.qk_norms {
             None => layer.qkv.attention(x, &self.spec, &self.rotary)?,
             Some((q_norm, k_norm)) => {
@@ -397,7 +398,7 @@ impl Llama {
                 ops::attention(&qkv, &self.spec, &self.rotary)?
             }
         };
-        Ok(layer.o_proj.forward(&out)?)
+        Ok(layer.o_proj.forward(&at_rows(&out, rows)?)?)
     }
 
     fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
@@ -413,15 +414,17 @@ impl Llama {
         Ok(layer.down_proj.forward(&h)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
         match self.config.variant {
             LlamaVariant::Llama => {
-                let h = (x + self.attention(layer, &layer.attn_norm.forward(x)?)?)?;
+                let attn = self.attention(layer, &layer.attn_norm.forward(x)?, rows)?;
+                let h = (at_rows(x, rows)? + attn)?;
                 let mlp = self.mlp(layer, &layer.mlp_norm.forward(&h)?)?;
                 Ok((h + mlp)?)
             }
             LlamaVariant::Olmo2 => {
-                let h = (x + layer.attn_norm.forward(&self.attention(layer, x)?)?)?;
+                let attn = layer.attn_norm.forward(&self.attention(layer, x, rows)?)?;
+                let h = (at_rows(x, rows)? + attn)?;
                 let mlp = layer.mlp_norm.forward(&self.mlp(layer, &h)?)?;
                 Ok((h + mlp)?)
             }
@@ -448,7 +451,7 @@ impl Llama {
             x,
             start,
             &self.layers,
-            |layer, x| self.layer_forward(layer, x),
+            |layer, x, rows| self.layer_forward(layer, x, rows),
             |x| Ok(self.norm.forward(x)?),
             |x| Ok(self.lm_head.forward(x)?),
             request,

@@ -35,7 +35,7 @@ use crate::config_keys::{check_sizes, config_err, parse, resolve_rope, RopeParam
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, LayerNorm, Linear};
 use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
-use crate::stack::{check_inputs, run_stack, Output, Request};
+use crate::stack::{at_rows, check_inputs, run_stack, Output, Request};
 use crate::weights::WeightSource;
 
 /// Which tensor names the checkpoint uses.
@@ -419,13 +419,14 @@ impl Olmo {
         &self.device
     }
 
-    fn attention(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    /// Attention at every position, or at `rows` only ([`at_rows`]).
+    fn attention(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
         let mut qkv = layer.qkv.forward(x)?;
         if let Some(clip) = self.config.clip_qkv {
             qkv = qkv.clamp(-clip, clip)?;
         }
         let out = ops::attention(&qkv, &self.spec, &self.rotary)?;
-        Ok(layer.o_proj.forward(&out)?)
+        Ok(layer.o_proj.forward(&at_rows(&out, rows)?)?)
     }
 
     fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
@@ -441,8 +442,9 @@ impl Olmo {
         Ok(layer.down_proj.forward(&h)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
-        let a = (x + self.attention(layer, &self.norm.forward(x)?)?)?;
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+        let attn = self.attention(layer, &self.norm.forward(x)?, rows)?;
+        let a = (at_rows(x, rows)? + attn)?;
         Ok((&a + self.mlp(layer, &self.norm.forward(&a)?)?)?)
     }
 
@@ -466,7 +468,7 @@ impl Olmo {
             x,
             start,
             &self.layers,
-            |layer, x| self.layer_forward(layer, x),
+            |layer, x, rows| self.layer_forward(layer, x, rows),
             |x| Ok(self.norm.forward(x)?),
             |x| Ok(self.lm_head.forward(x)?),
             request,

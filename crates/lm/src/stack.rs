@@ -15,6 +15,14 @@ pub struct Request {
     pub hidden_states: Vec<usize>,
     /// Whether to compute logits (B, T, vocab).
     pub logits: bool,
+    /// One position per sequence at which the model's **last layer** is computed, instead of every
+    /// position: what a classifier on the last real token needs. That layer's attention still reads
+    /// every position's keys and values, but its output projection, MLP and residual run on one row
+    /// per sequence, so hidden state L (and the logits) come out (B, 1, ·); the other hidden states
+    /// are unchanged. The result at those rows is the full pass's, up to the order of float sums
+    /// inside the GEMMs (about 3/4 of the last layer's work is skipped). Ignored by a pass that
+    /// stops before the last layer.
+    pub last_layer_positions: Option<Vec<usize>>,
 }
 
 impl Request {
@@ -22,7 +30,7 @@ impl Request {
     pub fn all_hidden_states(num_layers: usize) -> Self {
         Request {
             hidden_states: (0..=num_layers).collect(),
-            logits: false,
+            ..Request::default()
         }
     }
 
@@ -30,13 +38,20 @@ impl Request {
     pub fn hidden_state(index: usize) -> Self {
         Request {
             hidden_states: vec![index],
-            logits: false,
+            ..Request::default()
         }
     }
 
     /// Also compute logits.
     pub fn with_logits(mut self) -> Self {
         self.logits = true;
+        self
+    }
+
+    /// Computes the last layer at one position per sequence only
+    /// ([`Request::last_layer_positions`]).
+    pub fn at_positions(mut self, positions: Vec<usize>) -> Self {
+        self.last_layer_positions = Some(positions);
         self
     }
 }
@@ -100,15 +115,53 @@ pub(crate) fn check_inputs(
     Ok(())
 }
 
+/// The rows `rows` (flat indices into B·T) of a (B, T, H) tensor, as (B, 1, H); `t` itself when
+/// `rows` is `None`. How a layer computed at one position per sequence
+/// ([`Request::last_layer_positions`]) narrows its attention output and its residual input: a
+/// gather, whose backward pass scatters the rows' gradients back.
+pub(crate) fn at_rows(t: &Tensor, rows: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let Some(rows) = rows else {
+        return Ok(t.clone());
+    };
+    let (_, _, h) = t.dims3()?;
+    let n = rows.dim(0)?;
+    t.reshape(((), h))?
+        .index_select(rows, 0)?
+        .reshape((n, 1, h))
+}
+
+/// The flat row indices b·T + p of the positions of `request` for a (B, T, ·) input, checked.
+fn position_rows(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
+    let (b, t) = (x.dim(0)?, x.dim(1)?);
+    if positions.len() != b {
+        return Err(LmError::Input(format!(
+            "last_layer_positions holds {} positions for a batch of {b} sequences",
+            positions.len()
+        )));
+    }
+    if let Some(&bad) = positions.iter().find(|&&p| p >= t) {
+        return Err(LmError::Input(format!(
+            "last_layer_positions: position {bad} is outside sequences of {t} tokens"
+        )));
+    }
+    let flat: Vec<u32> = positions
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (i * t + p) as u32)
+        .collect();
+    Ok(Tensor::from_vec(flat, b, x.device())?)
+}
+
 /// Runs the layer stack shared by all architectures from hidden state `start` (`x`; 0 = the
 /// embeddings): layers start+1.. (stopping at the deepest one needed), the final norm at index L, and
 /// the output head if logits are requested. Starting later than 0 is how fine-tuning the last k
-/// blocks reuses the frozen blocks' cached output.
+/// blocks reuses the frozen blocks' cached output. `layer_forward` gets the rows to compute (see
+/// [`at_rows`]) for the last layer when the request names positions, else `None`.
 pub(crate) fn run_stack<L>(
     x: Tensor,
     start: usize,
     layers: &[L],
-    layer_forward: impl Fn(&L, &Tensor) -> Result<Tensor>,
+    layer_forward: impl Fn(&L, &Tensor, Option<&Tensor>) -> Result<Tensor>,
     final_norm: impl Fn(&Tensor) -> Result<Tensor>,
     head: impl Fn(&Tensor) -> Result<Tensor>,
     request: &Request,
@@ -127,14 +180,19 @@ pub(crate) fn run_stack<L>(
             "hidden state {bad} requested from a pass that starts at {start}"
         )));
     }
+    let rows = match &request.last_layer_positions {
+        Some(p) if deepest == n && start < n => Some(position_rows(&x, p)?),
+        _ => None,
+    };
     let mut hidden_states = Vec::with_capacity(wanted.len());
     let mut x = x;
     if wanted.first() == Some(&start) {
         hidden_states.push((start, x.clone()));
     }
     for (i, layer) in layers.iter().enumerate().take(deepest).skip(start) {
-        x = layer_forward(layer, &x)?;
-        if i + 1 == n {
+        let last = i + 1 == n;
+        x = layer_forward(layer, &x, rows.as_ref().filter(|_| last))?;
+        if last {
             x = final_norm(&x)?;
         }
         if wanted.binary_search(&(i + 1)).is_ok() {

@@ -197,3 +197,34 @@ fn llama_unsupported_config_values_name_the_key() {
     std::fs::write(&path, config.to_string()).unwrap();
     w2sg_lm::config::ModelConfig::from_dir(&dir).unwrap();
 }
+
+/// Positions for the last layer must be one per sequence and inside the sequences: an input error
+/// naming the request's field, never a panic in the gather.
+#[test]
+fn last_layer_positions_out_of_range_or_miscounted_are_input_errors() {
+    use w2sg_lm::model::Request;
+    let model = Model::load(&fixtures().join(FIXTURE), DType::F32, &Device::Cpu).unwrap();
+    let ids = Tensor::new(&[[5u32, 6, 7], [8, 9, 10]], &Device::Cpu).unwrap();
+    let l = model.num_layers();
+    for (positions, says) in [
+        (vec![2], "holds 1 positions for a batch of 2"),
+        (vec![2, 3], "position 3 is outside sequences of 3 tokens"),
+    ] {
+        let err = model
+            .forward(&ids, &Request::hidden_state(l).at_positions(positions))
+            .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, LmError::Input(_))
+                && msg.contains("last_layer_positions")
+                && msg.contains(says),
+            "{msg}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+    // A pass that stops below the last layer ignores them.
+    let out = model
+        .forward(&ids, &Request::hidden_state(l - 1).at_positions(vec![9, 9]))
+        .unwrap();
+    assert_eq!(out.hidden_state(l - 1).unwrap().dims()[1], 3);
+}

@@ -21,6 +21,13 @@
 //! contributions may be summed in another order); same bits for every thread count. The cost is one
 //! more forward pass through the trained blocks.
 //!
+//! Under last-token pooling the classifier reads one row per sequence of hidden state L, so the
+//! last block runs at that row only ([`Request::last_layer_positions`]): its keys and values at
+//! every position, its output projection, MLP, residual and final norm on one row per sequence. In
+//! every pass (forward, recomputation, backward) that skips about 3/4 of the last block, a tenth
+//! of a step on Pythia-70m's shape; the logits are the full pass's up to the order of float sums in
+//! the GEMMs. (HF's sequence classifiers run the last block at every position, then pick the row.)
+//!
 //! Recomputation is on under LoRA ([`super::FinetuneConfig::recomputes`]): there the frozen base
 //! makes the activations most of the memory, and the detached model reads the base weights as they
 //! are (a trained base weight could be copied at load time, e.g. concatenated, and miss updates).
@@ -31,7 +38,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 
 use crate::error::{LmError, Result};
-use crate::features::{pad_right, pool, Pooling};
+use crate::features::{last_positions, pad_right, pool, Pooling};
 use crate::model::{Model, Request};
 use crate::weights::Param;
 
@@ -194,15 +201,30 @@ impl Runner<'_> {
         }
     }
 
-    /// The hidden states `wanted` of `model`, run from hidden state `from` whose value is `x`.
+    /// Whether the last block runs at the pooled position only: under last-token pooling the
+    /// classifier reads one row per sequence of hidden state L, so the last block's output
+    /// projection, MLP and residual run on that row alone ([`Request::last_layer_positions`]).
+    /// Not when no block trains above the cached state L (the head reads it as it is).
+    fn pooled_last_block(&self) -> bool {
+        self.pooling == Pooling::LastToken && self.start < self.num_layers
+    }
+
+    /// The hidden states `wanted` of `model`, run from hidden state `from` whose value is `x`, the
+    /// last block at the pooled positions of `mask` when [`Runner::pooled_last_block`].
     fn run(
         &self,
         model: &Model,
         x: &Batch,
+        mask: &Tensor,
         from: usize,
         wanted: Vec<usize>,
     ) -> Result<Vec<Tensor>> {
         let request = Request {
+            last_layer_positions: if self.pooled_last_block() && wanted.contains(&self.num_layers) {
+                Some(last_positions(mask)?)
+            } else {
+                None
+            },
             hidden_states: wanted,
             logits: false,
         };
@@ -214,14 +236,24 @@ impl Runner<'_> {
     }
 
     /// Block `i` (with the final norm after the last block) on its input `x`.
-    fn block(&self, x: &Batch, i: usize) -> Result<Tensor> {
-        Ok(self.run(self.model, x, i, vec![i + 1])?.remove(0))
+    fn block(&self, x: &Batch, mask: &Tensor, i: usize) -> Result<Tensor> {
+        Ok(self.run(self.model, x, mask, i, vec![i + 1])?.remove(0))
+    }
+
+    /// The pooled final hidden states (B, H): hidden state L (B, T, H) pooled with the mask, or
+    /// its one row per sequence (B, 1, H) when the last block ran at the pooled positions.
+    fn pooled(&self, h: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        if self.pooled_last_block() {
+            Ok(h.squeeze(1)?)
+        } else {
+            pool(h, mask, self.pooling)
+        }
     }
 
     /// The classifier's logits (B,) from the final hidden states.
     fn head(&self, h: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let pooled = pool(h, mask, self.pooling)?;
-        let z = pooled
+        let z = self
+            .pooled(h, mask)?
             .matmul(&self.head_w.t()?)?
             .broadcast_add(&self.head_b)?;
         Ok(z.squeeze(1)?)
@@ -231,7 +263,7 @@ impl Runner<'_> {
     pub(super) fn logits(&self, inputs: &Inputs, batch: &[usize]) -> Result<Tensor> {
         let (x, mask) = self.batch(inputs, batch)?;
         let h = self
-            .run(self.model, &x, self.start, vec![self.num_layers])?
+            .run(self.model, &x, &mask, self.start, vec![self.num_layers])?
             .remove(0);
         self.head(&h, &mask)
     }
@@ -257,7 +289,10 @@ impl Runner<'_> {
             // GPU candle's own scatter runs on the device.
             let embedded = match (&self.embedding, &x) {
                 (Some(table), Batch::Ids(ids)) if self.start == 0 && self.device.is_cpu() => {
-                    let h0 = self.run(self.model, &x, 0, vec![0])?.remove(0).detach();
+                    let h0 = self
+                        .run(self.model, &x, &mask, 0, vec![0])?
+                        .remove(0)
+                        .detach();
                     Some((table, ids.clone(), Var::from_tensor(&h0)?))
                 }
                 _ => None,
@@ -267,7 +302,7 @@ impl Runner<'_> {
                 None => x,
             };
             let h = self
-                .run(self.model, &x, self.start, vec![self.num_layers])?
+                .run(self.model, &x, &mask, self.start, vec![self.num_layers])?
                 .remove(0);
             let z = self.head(&h, &mask)?;
             let t = targets(&z.to_vec1::<f32>()?)?;
@@ -289,11 +324,11 @@ impl Runner<'_> {
         // Hidden states s+1 … L without a graph: the inputs of the trained blocks above the first,
         // and the final state, whose logits (the same bits as the graph's) give the targets and the
         // loss.
-        let mut states = self.run(nograd, &x, s, (s + 1..=l).collect())?;
+        let mut states = self.run(nograd, &x, &mask, s, (s + 1..=l).collect())?;
         let last = states.pop().expect("hidden state L requested");
         let z = {
-            let pooled = pool(&last, &mask, self.pooling)?;
-            let z = pooled
+            let z = self
+                .pooled(&last, &mask)?
                 .matmul(&self.head_w.detach().t()?)?
                 .broadcast_add(&self.head_b.detach())?;
             z.squeeze(1)?
@@ -323,7 +358,8 @@ impl Runner<'_> {
                 Ok((Batch::Hidden(leaf.as_tensor().clone()), Some(leaf)))
             };
             let (top, leaf) = input(l - 1)?;
-            let z = self.head(&self.block(&top, l - 1)?, &rows(&mask)?)?;
+            let group_mask = rows(&mask)?;
+            let z = self.head(&self.block(&top, &group_mask, l - 1)?, &group_mask)?;
             let g = (bce_sum(&z, &rows(&t)?)? / denom)?.backward()?;
             merge(&mut grads, &g, params)?;
             let mut g_out = leaf.and_then(|v| g.get(v.as_tensor()).cloned());
@@ -336,7 +372,7 @@ impl Runner<'_> {
                     )))
                 })?;
                 let (xi, leaf) = input(i)?;
-                let out = self.block(&xi, i)?;
+                let out = self.block(&xi, &group_mask, i)?;
                 let g = (out * g_next)?.sum_all()?.backward()?;
                 merge(&mut grads, &g, params)?;
                 g_out = leaf.and_then(|v| g.get(v.as_tensor()).cloned());

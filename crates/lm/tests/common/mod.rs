@@ -105,6 +105,33 @@ pub fn compare(dir: &Path, reference_name: &str, dtype: DType) -> Errors {
             e.logits = e.logits.max(rel_err(&got, want));
         }
     }
+    // The last layer at the last real token only (what a classifier on the last token runs):
+    // hidden state L and the logits at that row, against the reference's; the layer below is
+    // computed in full.
+    let last: Vec<usize> = ids.iter().map(|s| s.len() - 1).collect();
+    let out = model
+        .forward(
+            &batch.input_ids,
+            &Request {
+                hidden_states: vec![l - 1, l],
+                ..Request::default()
+            }
+            .with_logits()
+            .at_positions(last.clone()),
+        )
+        .unwrap();
+    let full_t = batch.input_ids.dim(1).unwrap();
+    assert_eq!(out.hidden_state(l - 1).unwrap().dim(1).unwrap(), full_t);
+    assert_eq!(out.hidden_state(l).unwrap().dim(1).unwrap(), 1);
+    for (j, &p) in last.iter().enumerate() {
+        let got = out.hidden_state(l).unwrap().i((j, 0)).unwrap();
+        let want = r[&format!("hidden.{j}")].i((l, p)).unwrap();
+        e.hidden = e.hidden.max(rel_err(&got, &want));
+        if let Some(want) = r.get(&format!("logits.{j}")) {
+            let got = out.logits.as_ref().unwrap().i((j, 0)).unwrap();
+            e.logits = e.logits.max(rel_err(&got, &want.i(p).unwrap()));
+        }
+    }
     eprintln!(
         "{} vs {reference_name} ({dtype:?}): hidden {:.2e}, logits {:.2e}",
         dir.display(),
