@@ -106,6 +106,32 @@ fn linear_matches_composite_with_every_activation() {
     );
 }
 
+/// A layer wide enough (300 outputs) that the GEMMs reading W transposed run as column blocks of
+/// [`COLS_PER_TASK`] (the last one partial), against the composite, forward and backward.
+#[test]
+fn wide_linear_in_column_blocks_matches_composite() {
+    assert!(300 >= 2 * COLS_PER_TASK && 300 % COLS_PER_TASK != 0);
+    let x = randn(&[3, 11, 24], 90);
+    let w = randn(&[300, 24], 91);
+    let b = randn(&[300], 92);
+    let probe = randn(&[3, 11, 300], 93);
+    check(
+        &[x.clone(), w.clone(), b.clone()],
+        Some(&probe),
+        2e-5,
+        |t| linear(&t[0], &t[1], Some(&t[2]), Some(Activation::GeluErf)).unwrap(),
+        |t| composite::linear(&t[0], &t[1], Some(&t[2]), Some(Activation::GeluErf)).unwrap(),
+    );
+    let (a, bm) = (randn(&[4, 24], 94), randn(&[300, 4], 95));
+    check(
+        &[x, a, bm],
+        Some(&probe),
+        2e-5,
+        |t| lora_linear(&t[0], &w, Some(&b), &t[1], &t[2], 1.5, None).unwrap(),
+        |t| composite::lora_linear(&t[0], &w, Some(&b), &t[1], &t[2], 1.5, None).unwrap(),
+    );
+}
+
 /// The fused LoRA layer against peft's composite `x Wᵀ + b + s·(x Aᵀ) Bᵀ`, W and b frozen: the
 /// output and the gradients of x, A and B, with and without bias and activation.
 #[test]
@@ -323,10 +349,11 @@ fn ops_are_deterministic_across_thread_counts() {
     let w = randn(&[32], 72);
     let (lx, lw, lbias) = (
         randn(&[300, 40], 73),
-        randn(&[70, 40], 74),
-        randn(&[70], 75),
+        // 270 outputs: the GEMMs reading W transposed run as column blocks ([`gemm`]).
+        randn(&[270, 40], 74),
+        randn(&[270], 75),
     );
-    let (la, lb) = (randn(&[8, 40], 76), randn(&[70, 8], 77));
+    let (la, lb) = (randn(&[8, 40], 76), randn(&[270, 8], 77));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
