@@ -28,7 +28,7 @@ use crate::config_keys::{check_sizes, config_err, parse, resolve_rope, RopeParam
 use crate::error::Result;
 use crate::layers::{embed, Activation, LayerNorm, Linear};
 use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
-use crate::stack::{at_rows, check_inputs, run_stack, Output, Request};
+use crate::stack::{at_rows, check_inputs, run_stack, LayerRun, Output, Request};
 use crate::weights::WeightSource;
 
 /// `config.json` of a GPT-NeoX checkpoint, with rotary settings resolved.
@@ -288,31 +288,58 @@ impl GptNeoX {
     }
 
     /// Attention at every position, or at `rows` only ([`at_rows`]: every position's keys and
-    /// values are still computed).
-    fn attention(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+    /// values are still computed); the output projection's values skipped if `gradient_only`.
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        rows: Option<&Tensor>,
+        gradient_only: bool,
+    ) -> Result<Tensor> {
         let out = layer
             .query_key_value
             .attention(x, &self.spec, &self.rotary)?;
-        Ok(layer.dense.forward(&at_rows(&out, rows)?)?)
+        Ok(layer
+            .dense
+            .forward_maybe_for_gradient(&at_rows(&out, rows)?, gradient_only)?)
     }
 
-    fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, layer: &Layer, x: &Tensor, gradient_only: bool) -> Result<Tensor> {
         let h = layer
             .dense_h_to_4h
             .forward_act(x, Some(self.config.activation))?;
-        Ok(layer.dense_4h_to_h.forward(&h)?)
+        Ok(layer
+            .dense_4h_to_h
+            .forward_maybe_for_gradient(&h, gradient_only)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
-        let attn = self.attention(layer, &layer.input_layernorm.forward(x)?, rows)?;
-        let x = &at_rows(x, rows)?;
-        if self.config.use_parallel_residual {
-            let mlp = self.mlp(layer, &layer.post_attention_layernorm.forward(x)?)?;
+    /// One block. Under `run.gradient_only` the projections whose outputs only add into the
+    /// block's output skip their values: both output projections with the parallel residual, the
+    /// MLP's with the sequential one (whose attention output feeds the second norm).
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, run: LayerRun<'_>) -> Result<Tensor> {
+        let parallel = self.config.use_parallel_residual;
+        let attn = self.attention(
+            layer,
+            &layer.input_layernorm.forward(x)?,
+            run.rows,
+            run.gradient_only && parallel,
+        )?;
+        let x = &at_rows(x, run.rows)?;
+        if parallel {
+            let mlp = self.mlp(
+                layer,
+                &layer.post_attention_layernorm.forward(x)?,
+                run.gradient_only,
+            )?;
             // HF's order of additions: mlp + attn + x.
             Ok(ops::add3(&mlp, &attn, x)?)
         } else {
             let a = (attn + x)?;
-            let mlp = self.mlp(layer, &layer.post_attention_layernorm.forward(&a)?)?;
+            let mlp = self.mlp(
+                layer,
+                &layer.post_attention_layernorm.forward(&a)?,
+                run.gradient_only,
+            )?;
             Ok((mlp + a)?)
         }
     }
@@ -337,7 +364,7 @@ impl GptNeoX {
             x,
             start,
             &self.layers,
-            |layer, x, rows| self.layer_forward(layer, x, rows),
+            |layer, x, run| self.layer_forward(layer, x, run),
             |x| Ok(self.final_layer_norm.forward(x)?),
             |x| Ok(self.embed_out.forward(x)?),
             request,

@@ -137,6 +137,31 @@ impl Linear {
         self.forward_act(x, None)
     }
 
+    /// [`Linear::forward`] when `gradient_only` is false; else the same graph with the output of a
+    /// LoRA projection not computed ([`ops::lora_linear_for_gradient`]), for an output that only
+    /// adds into a layer output that is never read (the stack's [`crate::stack::LayerRun`]).
+    pub(crate) fn forward_maybe_for_gradient(
+        &self,
+        x: &Tensor,
+        gradient_only: bool,
+    ) -> candle_core::Result<Tensor> {
+        match self.parts.as_slice() {
+            [Dense {
+                weight,
+                bias,
+                lora: Some(lora),
+            }] if gradient_only => ops::lora_linear_for_gradient(
+                x,
+                weight,
+                bias.as_ref(),
+                &lora.a,
+                &lora.b,
+                lora.scale,
+            ),
+            _ => self.forward(x),
+        }
+    }
+
     /// Causal self-attention of x (B, T, H) through this layer as the packed QKV projection:
     /// the op that projects inside when the layer is one plain projection, else the projection
     /// and then the attention op. Returns (B, T, heads·head_dim).

@@ -38,7 +38,7 @@ use crate::config_keys::{
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, Linear, RmsNorm};
 use crate::ops::{self, AttentionSpec, QkvLayout, RopeScaling, RotaryTables};
-use crate::stack::{at_rows, check_inputs, run_stack, Output, Request};
+use crate::stack::{at_rows, check_inputs, run_stack, LayerRun, Output, Request};
 use crate::weights::WeightSource;
 
 /// Which member of the family a checkpoint is.
@@ -401,7 +401,7 @@ impl Llama {
         Ok(layer.o_proj.forward(&at_rows(&out, rows)?)?)
     }
 
-    fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, layer: &Layer, x: &Tensor, gradient_only: bool) -> Result<Tensor> {
         let ug = layer.up_gate.forward(x)?;
         let h = if self.config.activation == Activation::Silu {
             ops::swiglu(&ug)?
@@ -411,21 +411,27 @@ impl Llama {
             let gate = ug.narrow(2, inter, inter)?;
             (self.config.activation.apply(&gate)? * up)?
         };
-        Ok(layer.down_proj.forward(&h)?)
+        Ok(layer
+            .down_proj
+            .forward_maybe_for_gradient(&h, gradient_only)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+    /// One block. Under `run.gradient_only` Llama's MLP output projection skips its values;
+    /// OLMo 2's does not (the norm after it reads them).
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, run: LayerRun<'_>) -> Result<Tensor> {
         match self.config.variant {
             LlamaVariant::Llama => {
-                let attn = self.attention(layer, &layer.attn_norm.forward(x)?, rows)?;
-                let h = (at_rows(x, rows)? + attn)?;
-                let mlp = self.mlp(layer, &layer.mlp_norm.forward(&h)?)?;
+                let attn = self.attention(layer, &layer.attn_norm.forward(x)?, run.rows)?;
+                let h = (at_rows(x, run.rows)? + attn)?;
+                let mlp = self.mlp(layer, &layer.mlp_norm.forward(&h)?, run.gradient_only)?;
                 Ok((h + mlp)?)
             }
             LlamaVariant::Olmo2 => {
-                let attn = layer.attn_norm.forward(&self.attention(layer, x, rows)?)?;
-                let h = (at_rows(x, rows)? + attn)?;
-                let mlp = layer.mlp_norm.forward(&self.mlp(layer, &h)?)?;
+                let attn = layer
+                    .attn_norm
+                    .forward(&self.attention(layer, x, run.rows)?)?;
+                let h = (at_rows(x, run.rows)? + attn)?;
+                let mlp = layer.mlp_norm.forward(&self.mlp(layer, &h, false)?)?;
                 Ok((h + mlp)?)
             }
         }
@@ -451,7 +457,7 @@ impl Llama {
             x,
             start,
             &self.layers,
-            |layer, x, rows| self.layer_forward(layer, x, rows),
+            |layer, x, run| self.layer_forward(layer, x, run),
             |x| Ok(self.norm.forward(x)?),
             |x| Ok(self.lm_head.forward(x)?),
             request,

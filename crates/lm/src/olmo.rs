@@ -35,7 +35,7 @@ use crate::config_keys::{check_sizes, config_err, parse, resolve_rope, RopeParam
 use crate::error::{LmError, Result};
 use crate::layers::{embed, Activation, LayerNorm, Linear};
 use crate::ops::{self, AttentionSpec, QkvLayout, RotaryTables};
-use crate::stack::{at_rows, check_inputs, run_stack, Output, Request};
+use crate::stack::{at_rows, check_inputs, run_stack, LayerRun, Output, Request};
 use crate::weights::WeightSource;
 
 /// Which tensor names the checkpoint uses.
@@ -429,7 +429,7 @@ impl Olmo {
         Ok(layer.o_proj.forward(&at_rows(&out, rows)?)?)
     }
 
-    fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, layer: &Layer, x: &Tensor, gradient_only: bool) -> Result<Tensor> {
         let ug = layer.up_gate.forward(x)?;
         let h = if self.config.activation == Activation::Silu {
             ops::swiglu(&ug)?
@@ -439,13 +439,17 @@ impl Olmo {
             let gate = ug.narrow(2, inter, inter)?;
             (self.config.activation.apply(&gate)? * up)?
         };
-        Ok(layer.down_proj.forward(&h)?)
+        Ok(layer
+            .down_proj
+            .forward_maybe_for_gradient(&h, gradient_only)?)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
-        let attn = self.attention(layer, &self.norm.forward(x)?, rows)?;
-        let a = (at_rows(x, rows)? + attn)?;
-        Ok((&a + self.mlp(layer, &self.norm.forward(&a)?)?)?)
+    /// One block; under `run.gradient_only` the MLP's output projection skips its values (the
+    /// attention output feeds the second norm).
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, run: LayerRun<'_>) -> Result<Tensor> {
+        let attn = self.attention(layer, &self.norm.forward(x)?, run.rows)?;
+        let a = (at_rows(x, run.rows)? + attn)?;
+        Ok((&a + self.mlp(layer, &self.norm.forward(&a)?, run.gradient_only)?)?)
     }
 
     /// Runs right-padded token ids (B, T) and returns the requested hidden states and logits.
@@ -468,7 +472,7 @@ impl Olmo {
             x,
             start,
             &self.layers,
-            |layer, x, rows| self.layer_forward(layer, x, rows),
+            |layer, x, run| self.layer_forward(layer, x, run),
             |x| Ok(self.norm.forward(x)?),
             |x| Ok(self.lm_head.forward(x)?),
             request,

@@ -23,6 +23,13 @@ pub struct Request {
     /// inside the GEMMs (about 3/4 of the last layer's work is skipped). Ignored by a pass that
     /// stops before the last layer.
     pub last_layer_positions: Option<Vec<usize>>,
+    /// The deepest hidden state requested is only where a backward pass starts
+    /// ([`crate::ops::gradient_seed`]), never read: its layer may skip computing the projections
+    /// whose output only adds into the layer's output (their backward passes need their inputs and
+    /// the output's gradient, not their values), so **that state's values are wrong** and its graph
+    /// right. What block recomputation asks for. Ignored when the deepest state is L (the final
+    /// norm reads its input).
+    pub gradient_only: bool,
 }
 
 impl Request {
@@ -115,6 +122,18 @@ pub(crate) fn check_inputs(
     Ok(())
 }
 
+/// How [`run_stack`] asks a layer to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LayerRun<'a> {
+    /// Compute the output at these flat rows only ([`at_rows`]; the last layer, under
+    /// [`Request::last_layer_positions`]).
+    pub rows: Option<&'a Tensor>,
+    /// The output's values are never read, only its graph ([`Request::gradient_only`]): the
+    /// projections that only add into it may run through
+    /// [`crate::layers::Linear::forward_maybe_for_gradient`].
+    pub gradient_only: bool,
+}
+
 /// The rows `rows` (flat indices into B·T) of a (B, T, H) tensor, as (B, 1, H); `t` itself when
 /// `rows` is `None`. How a layer computed at one position per sequence
 /// ([`Request::last_layer_positions`]) narrows its attention output and its residual input: a
@@ -155,13 +174,13 @@ fn position_rows(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
 /// Runs the layer stack shared by all architectures from hidden state `start` (`x`; 0 = the
 /// embeddings): layers start+1.. (stopping at the deepest one needed), the final norm at index L, and
 /// the output head if logits are requested. Starting later than 0 is how fine-tuning the last k
-/// blocks reuses the frozen blocks' cached output. `layer_forward` gets the rows to compute (see
-/// [`at_rows`]) for the last layer when the request names positions, else `None`.
+/// blocks reuses the frozen blocks' cached output. `layer_forward` is told how to run each layer
+/// ([`LayerRun`]).
 pub(crate) fn run_stack<L>(
     x: Tensor,
     start: usize,
     layers: &[L],
-    layer_forward: impl Fn(&L, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+    layer_forward: impl Fn(&L, &Tensor, LayerRun<'_>) -> Result<Tensor>,
     final_norm: impl Fn(&Tensor) -> Result<Tensor>,
     head: impl Fn(&Tensor) -> Result<Tensor>,
     request: &Request,
@@ -191,7 +210,11 @@ pub(crate) fn run_stack<L>(
     }
     for (i, layer) in layers.iter().enumerate().take(deepest).skip(start) {
         let last = i + 1 == n;
-        x = layer_forward(layer, &x, rows.as_ref().filter(|_| last))?;
+        let run = LayerRun {
+            rows: rows.as_ref().filter(|_| last),
+            gradient_only: request.gradient_only && i + 1 == deepest && !last,
+        };
+        x = layer_forward(layer, &x, run)?;
         if last {
             x = final_norm(&x)?;
         }

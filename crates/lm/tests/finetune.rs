@@ -194,7 +194,9 @@ fn same_seed_same_bits_with_one_and_two_threads() {
 
 /// Under LoRA the backward pass recomputes each block, a group of sequences at a time; it must
 /// train as the whole graph does, up to float reassociation. Texts of 200 tokens, so that a
-/// micro-batch of 4 spans two groups of sequences.
+/// micro-batch of 4 spans two groups of sequences. Every kind of block: GPT-NeoX's parallel and
+/// sequential residuals, OLMo 1, Llama and OLMo 2 (each skips the values of other projections when
+/// recomputed, see `Request::gradient_only`).
 #[test]
 fn recomputed_blocks_train_as_the_whole_graph() {
     let words = ["good", "bad", "film", "plot", "actors", "music"];
@@ -207,7 +209,13 @@ fn recomputed_blocks_train_as_the_whole_graph() {
         })
         .collect();
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    for fixture in ["neox-parallel-rot25", "olmo2"] {
+    for fixture in [
+        "neox-parallel-rot25",
+        "neox-sequential-rot100",
+        "olmo-hf",
+        "llama-gqa-llama3-tied",
+        "olmo2",
+    ] {
         let dir = fixtures().join(fixture);
         let mut c = cfg(Layers::All, 4);
         c.max_tokens = 200;

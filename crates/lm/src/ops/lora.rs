@@ -11,6 +11,11 @@
 //!   `gxa = s · g B`, `dA = gxaᵀ x`, and `dx = g W + gxa A` (the second GEMM accumulating onto the
 //!   first) only when x is tracked. W's gradient is never formed.
 //!
+//! [`lora_linear_for_gradient`] builds the same node without computing its output (zeros): the
+//! backward pass needs x, `xa` and the output gradient, never the output. Block recomputation uses
+//! it for the projections whose output only adds into the block's output, which is never read
+//! (see `finetune/runner.rs`).
+//!
 //! W and b are held by the op, not passed as inputs: candle ops take at most three tensors, and
 //! frozen ones need no gradient slot. A tracked W or b (a trained base under an adapter) takes the
 //! composite path. Every GEMM splits its output, never the inner dimension (deterministic).
@@ -31,6 +36,8 @@ struct LoraLinearOp {
     scale: f32,
     act: Option<Activation>,
     save: bool,
+    /// Whether the output is computed (else zeros: [`lora_linear_for_gradient`]).
+    values: bool,
     saved: Mutex<Option<Saved>>,
 }
 
@@ -64,6 +71,17 @@ impl CustomOp3 for LoraLinearOp {
             );
         }
         let rows = x.len() / inp.max(1);
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("non-scalar input") = out;
+        if !self.values {
+            if self.save {
+                *self.saved.lock().unwrap() = Some((linear_fwd(x, a, None, r), None));
+            }
+            return Ok((
+                CpuStorage::F32(vec![0f32; rows * out]),
+                Shape::from_dims(&shape),
+            ));
+        }
         let (ws, wl) = self.w.storage_and_layout();
         let w = cpu_f32(&ws, wl, "lora-linear W")?;
         let bias = self.b.as_ref().map(|b| b.storage_and_layout());
@@ -93,8 +111,6 @@ impl CustomOp3 for LoraLinearOp {
         if self.save {
             *self.saved.lock().unwrap() = Some((xa, dact));
         }
-        let mut shape = dims.to_vec();
-        *shape.last_mut().expect("non-scalar input") = out;
         Ok((CpuStorage::F32(y), Shape::from_dims(&shape)))
     }
 
@@ -229,12 +245,49 @@ pub fn lora_linear(
     if !fused_ok(&all) || !frozen_base {
         return super::composite::lora_linear(x, w, b, a, bm, scale, act);
     }
+    lora_op(x, w, b, a, bm, scale, act, true)
+}
+
+/// The node of [`lora_linear`] without activation, its output **not computed** (zeros): for an
+/// output that is only the start of a backward pass, never read (the gradients of x, A and B need
+/// x, `x Aᵀ` and the output's gradient, not the output). Off the fused path (other devices, a
+/// trained W) the output is computed as by [`lora_linear`].
+pub fn lora_linear_for_gradient(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    a: &Tensor,
+    bm: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let mut all = vec![x, w, a, bm];
+    all.extend(b);
+    let frozen_base = !w.track_op() && b.is_none_or(|b| !b.track_op());
+    if !fused_ok(&all) || !frozen_base {
+        return super::composite::lora_linear(x, w, b, a, bm, scale, None);
+    }
+    lora_op(x, w, b, a, bm, scale, None, false)
+}
+
+/// The fused node, its output computed when `values`.
+#[allow(clippy::too_many_arguments)]
+fn lora_op(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    a: &Tensor,
+    bm: &Tensor,
+    scale: f64,
+    act: Option<Activation>,
+    values: bool,
+) -> candle_core::Result<Tensor> {
     let op = LoraLinearOp {
         w: w.contiguous()?,
         b: b.map(|b| b.contiguous()).transpose()?,
         scale: scale as f32,
         act,
         save: x.track_op() || a.track_op() || bm.track_op(),
+        values,
         saved: Mutex::new(None),
     };
     x.contiguous()?

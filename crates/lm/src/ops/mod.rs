@@ -11,7 +11,7 @@
 //! | op name | function | backward |
 //! |---|---|---|
 //! | `w2sg-linear`, `w2sg-linear-no-bias` | [`linear`]: `act(x Wᵀ + b)`, one GEMM onto the bias | yes |
-//! | `w2sg-lora-linear` | [`lora_linear`]: `act(x Wᵀ + b + s·(x Aᵀ) Bᵀ)`, W and b frozen | A, B, x |
+//! | `w2sg-lora-linear` | [`lora_linear`]: `act(x Wᵀ + b + s·(x Aᵀ) Bᵀ)`, W and b frozen; [`lora_linear_for_gradient`]: the same node, its output not computed | A, B, x |
 //! | `w2sg-activation` | [`activation`]: an activation alone (LoRA and side-by-side layers) | yes |
 //! | `w2sg-add3` | [`add3`]: `(a + b) + c`, GPT-NeoX's parallel residual | yes |
 //! | `w2sg-layer-norm` | [`layer_norm`]: two-pass, f32 statistics (f32/bf16/f16 in) | f32 |
@@ -19,6 +19,7 @@
 //! | `w2sg-swiglu` | [`swiglu`]: `silu(gate) · up` from `[up | gate]` | yes |
 //! | `w2sg-causal-attention` | [`attention`]: packed QKV → rotary → causal softmax → values | yes |
 //! | `w2sg-qkv-causal-attention` | [`qkv_attention`]: the QKV projection inside the same op | yes |
+//! | `w2sg-gradient-seed` | [`gradient_seed`]: a scalar whose backward pass puts a given gradient at a tensor | yes |
 //! | `w2sg-head-cross-entropy` | [`head_cross_entropy`]: output head fused with the mean cross-entropy | yes |
 //!
 //! The AdamW step is [`crate::optim`]'s, a pass over the variables' storage rather than a graph op.
@@ -39,14 +40,16 @@ mod loss;
 mod math;
 mod norm;
 mod rope;
+mod seed;
 mod swiglu;
 
 pub use attention::{attention, qkv_attention, AttentionSpec, QkvLayout, RotaryTables};
 pub use linear::{activation, add3, linear, Activation};
-pub use lora::lora_linear;
+pub use lora::{lora_linear, lora_linear_for_gradient};
 pub use loss::head_cross_entropy;
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{inv_freq, RopeScaling};
+pub use seed::gradient_seed;
 pub use swiglu::swiglu;
 
 use candle_core::{CpuStorage, Layout, Tensor};
