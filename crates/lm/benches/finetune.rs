@@ -14,7 +14,8 @@
 //! LoRA: rank 8, α 16, on every linear layer of every block; `lora` recomputes each block in the
 //! backward pass (the default), `lora-graph` keeps candle's whole graph. Full: every parameter but the LM head.
 //! `BENCH_ROUNDS` (default 1) repeats each measurement, alternating with the peer, and keeps each
-//! side's median. Peak memory is each process's VmHWM (Python's includes the interpreter and torch). Prints a Markdown
+//! side's median. Peak memory is each process's VmHWM (Python's includes the interpreter and torch).
+//! The CPU steal time during each median run is shown, to tell a loaded host. Prints a Markdown
 //! table; no assertions.
 
 mod common;
@@ -228,12 +229,12 @@ fn main() {
     ));
     let (graph, graph_peer) = measure("lora-graph", true);
     rows.push(("LoRA r = 8, whole graph kept", graph, graph_peer));
-    println!("| mode | w2sg tokens/s | PyTorch tokens/s | ratio | w2sg peak RSS MiB | PyTorch peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| mode | w2sg tokens/s | PyTorch tokens/s | ratio | w2sg peak RSS MiB | PyTorch peak RSS MiB | CPU steal s, w2sg / PyTorch |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, o, p) in &rows {
         let tp = p.as_ref().map(|p| tokens / f(p, "seconds_per_step"));
         println!(
-            "| {name} | {:.0} | {} | {} | {:.0} | {} |",
+            "| {name} | {:.0} | {} | {} | {:.0} | {} | {:.1} / {} |",
             tokens / f(o, "seconds_per_step"),
             tp.map_or("–".into(), |v| format!("{v:.0}")),
             tp.map_or("–".into(), |v| format!(
@@ -245,8 +246,12 @@ fn main() {
                 "{:.0}",
                 f(p, "peak_rss_kb") / 1024.0
             )),
+            f(o, "steal_s"),
+            p.as_ref()
+                .map_or("–".into(), |p| format!("{:.1}", f(p, "steal_s"))),
         );
     }
+    println!("\n(CPU steal: time the hypervisor ran other guests on these cores during the median run; near 0 on an unloaded host.)");
     for (name, o, _) in &rows[1..] {
         println!("{name}: first step loss {}", o["first_loss"]);
     }

@@ -161,17 +161,41 @@ pub fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs a child process and returns the last JSON line it printed, with `steal_s` added: the CPU
+/// time the hypervisor gave to other guests on this machine's cores while the child ran (from
+/// `/proc/stat`; a measurement taken while it is not near 0 ran on a loaded host).
 pub fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
+    let steal0 = steal_seconds();
     let out = cmd.output().ok()?;
+    let steal = steal_seconds().zip(steal0).map(|(b, a)| b - a);
     if !out.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
+    let mut v: serde_json::Value = stdout
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
+        .find_map(|l| serde_json::from_str(l).ok())?;
+    if let (Some(obj), Some(s)) = (v.as_object_mut(), steal) {
+        obj.insert("steal_s".into(), serde_json::json!(s));
+    }
+    Some(v)
+}
+
+/// Total CPU steal time of the machine so far, in seconds (`/proc/stat`'s `cpu` line, 8th value).
+pub fn steal_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: f64 = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (hz > 0.0).then(|| ticks / hz)
 }
 
 pub fn python() -> Option<String> {

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::linear::{linear_bwd, linear_fwd};
 use super::math::exp_shifted_sum;
 use super::rope::{inv_freq, RopeScaling};
-use super::{cpu_f32, f32_slice, gemm, Mat, SyncPtr, Threads};
+use super::{cpu_f32, f32_slice, gemm, zeros, Mat, SyncPtr, Threads};
 
 /// Queries per block: a block of queries r0..r1 only needs keys 0..r1, which skips 3/8 of the
 /// score and gradient GEMMs at T = 128.
@@ -300,9 +300,9 @@ fn attn_fwd(
     save: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let (t, hd, w, ow) = (d.t, d.hd, d.w(), d.out());
-    let mut out = vec![0f32; d.b * t * ow];
+    let mut out = zeros(d.b * t * ow);
     let mut probs = if save {
-        vec![0f32; d.b * d.nh * t * t]
+        zeros(d.b * d.nh * t * t)
     } else {
         Vec::new()
     };
@@ -375,7 +375,7 @@ fn attn_bwd(
     scale: f32,
 ) -> Vec<f32> {
     let (t, hd, w, ow) = (d.t, d.hd, d.w(), d.out());
-    let mut dqkv = vec![0f32; d.b * t * w];
+    let mut dqkv = zeros(d.b * t * w);
     let dptr = SyncPtr(dqkv.as_mut_ptr());
     (0..d.b * d.nkv).into_par_iter().for_each_init(
         || vec![0f32; 6 * t * hd + t * t],

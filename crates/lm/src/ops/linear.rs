@@ -14,7 +14,8 @@ use rayon::prelude::*;
 
 use super::math::{act_grad_slice, act_slice};
 use super::{
-    column_sums, cpu_f32, f32_slice, fused_ok, gemm, written, Mat, Threads, CHUNK, ROWS_PER_TASK,
+    column_sums, cpu_f32, f32_slice, fused_ok, gemm, written, zeros, Mat, Threads, CHUNK,
+    ROWS_PER_TASK,
 };
 
 /// Activation functions by their HF `hidden_act` names.
@@ -136,7 +137,7 @@ pub(super) fn apply_act(y: &mut [f32], act: Activation, save: bool) -> Option<Ve
         y.par_chunks_mut(CHUNK).for_each(|c| act_slice(c, act));
         return None;
     }
-    let mut d = vec![0f32; y.len()];
+    let mut d = zeros(y.len());
     y.par_chunks_mut(CHUNK)
         .zip(d.par_chunks_mut(CHUNK))
         .for_each(|(y, d)| act_grad_slice(y, d, act));
@@ -230,7 +231,7 @@ impl LinearOp {
         let dev = x.device();
         if !self.grad_w {
             let inp = wv.len() / out.max(1);
-            let mut dx = vec![0f32; xv.len()];
+            let mut dx = zeros(xv.len());
             // SAFETY: dx = g W (rows × out · out × inp), row-major buffers of these sizes.
             unsafe {
                 gemm(
@@ -373,7 +374,7 @@ impl CustomOp3 for Add3Op {
         if l1.shape() != l2.shape() || l1.shape() != l3.shape() {
             candle_core::bail!("add3: shape mismatch");
         }
-        let mut y = vec![0f32; a.len()];
+        let mut y = zeros(a.len());
         y.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK))
             .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))

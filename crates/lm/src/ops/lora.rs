@@ -7,8 +7,8 @@
 //! - forward: one GEMM onto the bias, `xa = x Aᵀ` (rows × r), then `s · xa Bᵀ` accumulated into the
 //!   same output by the GEMM, and the activation in place. Kept for the backward pass: `xa` and the
 //!   activation's derivative (the op's inputs x, A, B are candle's to keep).
-//! - backward, from the output gradient g (through the activation's derivative): `dB = s · gᵀ xa`,
-//!   `gxa = s · g B`, `dA = gxaᵀ x`, and `dx = g W + gxa A` (the second GEMM accumulating onto the
+//! - backward, from the output gradient g (through the activation's derivative): `dB = s · gᵀ xa`
+//!   (formed as its transpose), `gxa = s · g B`, `dA = gxaᵀ x`, and `dx = g W + gxa A` (the second GEMM accumulating onto the
 //!   first) only when x is tracked. W's gradient is never formed.
 //!
 //! [`lora_linear_for_gradient`] builds the same node without computing its output (zeros): the
@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::linear::{apply_act, linear_fwd, through_act, Activation};
-use super::{cpu_f32, f32_slice, fused_ok, gemm, written, Mat, Threads};
+use super::{cpu_f32, f32_slice, fused_ok, gemm, written, zeros, Mat, Threads};
 
 /// What the forward pass keeps for the backward pass: `x Aᵀ`, and the activation's derivative.
 type Saved = (Vec<f32>, Option<Vec<f32>>);
@@ -77,10 +77,7 @@ impl CustomOp3 for LoraLinearOp {
             if self.save {
                 *self.saved.lock().unwrap() = Some((linear_fwd(x, a, None, r), None));
             }
-            return Ok((
-                CpuStorage::F32(vec![0f32; rows * out]),
-                Shape::from_dims(&shape),
-            ));
+            return Ok((CpuStorage::F32(zeros(rows * out)), Shape::from_dims(&shape)));
         }
         let (ws, wl) = self.w.storage_and_layout();
         let w = cpu_f32(&ws, wl, "lora-linear W")?;
@@ -148,20 +145,21 @@ impl CustomOp3 for LoraLinearOp {
         let bv = cpu_f32(&bs, bl, "lora-linear B")?;
         let wv = cpu_f32(&ws, wl, "lora-linear W")?;
         let rows = xv.len() / inp.max(1);
-        let mut db = vec![0f32; out * r];
+        let mut dbt = vec![0f32; r * out];
         let mut gxa = vec![0f32; rows * r];
         let mut da = vec![0f32; r * inp];
         // SAFETY: every buffer is row-major with the sizes given: g rows × out, xa rows × r,
         // B out × r, x rows × in, A r × in, W out × in.
         unsafe {
-            // dB = s · gᵀ xa (out × r).
+            // dBᵀ = s · xaᵀ g (r × out), transposed below: formed as dB (out × r) directly, gemm
+            // runs kernels whose vectors span 16 of its r = 8 columns, 2–3× slower (measured).
             gemm(
-                (out, r, rows),
-                db.as_mut_ptr(),
-                r,
+                (r, out, rows),
+                dbt.as_mut_ptr(),
+                out,
                 false,
-                Mat::tr(g.as_ptr(), out),
-                Mat::rm(xa.as_ptr(), r),
+                Mat::tr(xa.as_ptr(), r),
+                Mat::rm(g.as_ptr(), out),
                 self.scale,
                 Threads::All,
             );
@@ -219,6 +217,12 @@ impl CustomOp3 for LoraLinearOp {
         } else {
             None
         };
+        let mut db = vec![0f32; out * r];
+        for (j, row) in dbt.chunks(out).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                db[o * r + j] = v;
+            }
+        }
         let dev = x.device();
         Ok((
             dx,

@@ -303,6 +303,23 @@ unsafe fn written(n: usize, write: impl FnOnce(*mut f32)) -> Vec<f32> {
     v
 }
 
+/// `vec![0f32; n]`, zeroed by rayon's threads in blocks rather than by one memset on the calling
+/// thread, where the other threads would wait (an op's output or gradient buffer that its parallel
+/// passes then fill).
+fn zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    if n < 2 * CHUNK {
+        return vec![0f32; n];
+    }
+    let mut v = Vec::<f32>::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all n elements were written above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Raw pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);

@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, f32_slice, ROWS_PER_TASK};
+use super::{cpu_f32, f32_slice, zeros, ROWS_PER_TASK};
 
 /// Elementwise sum of per-block partial vectors, in block order.
 fn sum_partials(parts: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
@@ -130,7 +130,7 @@ impl CustomOp3 for LayerNormOp {
         let wv = cpu_f32(&ws, wl, "layer_norm weight")?;
         let gv = cpu_f32(&gs, gl, "layer_norm grad")?;
         let eps = self.eps;
-        let mut dx = vec![0f32; xv.len()];
+        let mut dx = zeros(xv.len());
         let parts: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(h * ROWS_PER_TASK)
             .zip(xv.par_chunks(h * ROWS_PER_TASK))
@@ -215,7 +215,7 @@ impl CustomOp2 for RmsNormOp {
         if l1.dims().last() != Some(&h) {
             candle_core::bail!("rms_norm: input {:?} does not match weight {h}", l1.dims());
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros(x.len());
         y.par_chunks_mut(h * ROWS_PER_TASK)
             .zip(x.par_chunks(h * ROWS_PER_TASK))
             .for_each(|(ys, xs)| {
@@ -245,7 +245,7 @@ impl CustomOp2 for RmsNormOp {
         let wv = cpu_f32(&ws, wl, "rms_norm weight")?;
         let gv = cpu_f32(&gs, gl, "rms_norm grad")?;
         let eps = self.eps;
-        let mut dx = vec![0f32; xv.len()];
+        let mut dx = zeros(xv.len());
         let parts: Vec<Vec<f32>> = dx
             .par_chunks_mut(h * ROWS_PER_TASK)
             .zip(xv.par_chunks(h * ROWS_PER_TASK))

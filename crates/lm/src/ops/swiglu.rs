@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::math::{swiglu_row, swiglu_row_grad};
-use super::{cpu_f32, f32_slice, fused_ok, ROWS_PER_TASK};
+use super::{cpu_f32, f32_slice, fused_ok, zeros, ROWS_PER_TASK};
 
 struct SwiGluOp;
 
@@ -23,7 +23,7 @@ impl CustomOp1 for SwiGluOp {
             candle_core::bail!("swiglu: last dimension {width} is odd");
         }
         let inter = width / 2;
-        let mut out = vec![0f32; x.len() / 2];
+        let mut out = zeros(x.len() / 2);
         out.par_chunks_mut(inter * ROWS_PER_TASK)
             .zip(x.par_chunks(width * ROWS_PER_TASK))
             .for_each(|(o, s)| {
@@ -44,7 +44,7 @@ impl CustomOp1 for SwiGluOp {
         let gv = cpu_f32(&gs, gl, "swiglu grad")?;
         let width = x.dim(D::Minus1)?;
         let inter = width / 2;
-        let mut dx = vec![0f32; xv.len()];
+        let mut dx = zeros(xv.len());
         dx.par_chunks_mut(width * ROWS_PER_TASK)
             .zip(xv.par_chunks(width * ROWS_PER_TASK))
             .zip(gv.par_chunks(inter * ROWS_PER_TASK))
