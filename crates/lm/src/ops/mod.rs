@@ -188,6 +188,11 @@ impl Mat {
 /// Output columns per task of a GEMM whose right operand is a transposed matrix (see [`gemm`]).
 const COLS_PER_TASK: usize = 128;
 
+/// Elements of a transposed right operand from which its GEMM is split into column blocks: below,
+/// gemm's serial packing is short and its own even split across threads wins (a 384-wide layer
+/// would be 3 blocks on 2 threads).
+const SPLIT_MIN_ELEMENTS: usize = 1 << 18;
+
 // SAFETY: a `Mat` is a read-only view that the callers of the unsafe `gemm` vouch for; tasks of one
 // GEMM only read it.
 unsafe impl Send for Mat {}
@@ -200,10 +205,10 @@ unsafe impl Sync for Mat {}
 /// gemm computes a row-major product as its transpose, whose left operand is `rhs`ᵀ; when that has
 /// a non-unit row stride (`rhs` is a transposed matrix, as W in every linear layer's `x Wᵀ`) and
 /// the product is not tall, gemm packs all of it **on the calling thread** before its workers start:
-/// on two threads a serial 7–12 % of a LoRA fine-tuning step. Such products are split here into
-/// blocks of [`COLS_PER_TASK`] output columns, one task and a one-thread gemm each, so that the
-/// blocks are packed in parallel. The split depends on the shapes only, never on the thread count,
-/// so neither do the bits.
+/// on two threads a serial 7–12 % of a LoRA fine-tuning step. Such products, when the operand holds
+/// at least [`SPLIT_MIN_ELEMENTS`], are split here into blocks of [`COLS_PER_TASK`] output columns,
+/// one task and a one-thread gemm each, so that the blocks are packed in parallel. The split
+/// depends on the shapes only, never on the thread count, so neither do the bits.
 ///
 /// # Safety
 /// The pointers and strides must describe valid matrices of the given sizes, dst not overlapping
@@ -219,7 +224,11 @@ unsafe fn gemm(
     scale: f32,
     threads: Threads,
 ) {
-    if matches!(threads, Threads::All) && rhs.cs != 1 && n >= 2 * COLS_PER_TASK {
+    if matches!(threads, Threads::All)
+        && rhs.cs != 1
+        && n >= 2 * COLS_PER_TASK
+        && n * k >= SPLIT_MIN_ELEMENTS
+    {
         use rayon::prelude::*;
         let dst = SyncPtr(dst);
         (0..n.div_ceil(COLS_PER_TASK))

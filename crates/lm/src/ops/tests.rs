@@ -111,8 +111,9 @@ fn linear_matches_composite_with_every_activation() {
 #[test]
 fn wide_linear_in_column_blocks_matches_composite() {
     assert!(300 >= 2 * COLS_PER_TASK && 300 % COLS_PER_TASK != 0);
-    let x = randn(&[3, 11, 24], 90);
-    let w = randn(&[300, 24], 91);
+    assert!(300 * 900 >= SPLIT_MIN_ELEMENTS);
+    let x = randn(&[3, 11, 900], 90);
+    let w = randn(&[300, 900], 91);
     let b = randn(&[300], 92);
     let probe = randn(&[3, 11, 300], 93);
     check(
@@ -122,7 +123,7 @@ fn wide_linear_in_column_blocks_matches_composite() {
         |t| linear(&t[0], &t[1], Some(&t[2]), Some(Activation::GeluErf)).unwrap(),
         |t| composite::linear(&t[0], &t[1], Some(&t[2]), Some(Activation::GeluErf)).unwrap(),
     );
-    let (a, bm) = (randn(&[4, 24], 94), randn(&[300, 4], 95));
+    let (a, bm) = (randn(&[4, 900], 94), randn(&[300, 4], 95));
     check(
         &[x, a, bm],
         Some(&probe),
@@ -348,12 +349,12 @@ fn ops_are_deterministic_across_thread_counts() {
     let x = randn(&[200, 32], 71);
     let w = randn(&[32], 72);
     let (lx, lw, lbias) = (
-        randn(&[300, 40], 73),
-        // 270 outputs: the GEMMs reading W transposed run as column blocks ([`gemm`]).
-        randn(&[270, 40], 74),
+        randn(&[300, 1000], 73),
+        // 270 × 1000: the GEMMs reading W transposed run as column blocks ([`gemm`]).
+        randn(&[270, 1000], 74),
         randn(&[270], 75),
     );
-    let (la, lb) = (randn(&[8, 40], 76), randn(&[270, 8], 77));
+    let (la, lb) = (randn(&[8, 1000], 76), randn(&[270, 8], 77));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
