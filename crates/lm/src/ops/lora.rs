@@ -243,12 +243,6 @@ pub fn lora_linear(
     scale: f64,
     act: Option<Activation>,
 ) -> candle_core::Result<Tensor> {
-    let mut all = vec![x, w, a, bm];
-    all.extend(b);
-    let frozen_base = !w.track_op() && b.is_none_or(|b| !b.track_op());
-    if !fused_ok(&all) || !frozen_base {
-        return super::composite::lora_linear(x, w, b, a, bm, scale, act);
-    }
     lora_op(x, w, b, a, bm, scale, act, true)
 }
 
@@ -264,16 +258,10 @@ pub fn lora_linear_for_gradient(
     bm: &Tensor,
     scale: f64,
 ) -> candle_core::Result<Tensor> {
-    let mut all = vec![x, w, a, bm];
-    all.extend(b);
-    let frozen_base = !w.track_op() && b.is_none_or(|b| !b.track_op());
-    if !fused_ok(&all) || !frozen_base {
-        return super::composite::lora_linear(x, w, b, a, bm, scale, None);
-    }
     lora_op(x, w, b, a, bm, scale, None, false)
 }
 
-/// The fused node, its output computed when `values`.
+/// The fused node (its output computed when `values`) where it can run, else the composite.
 #[allow(clippy::too_many_arguments)]
 fn lora_op(
     x: &Tensor,
@@ -285,6 +273,12 @@ fn lora_op(
     act: Option<Activation>,
     values: bool,
 ) -> candle_core::Result<Tensor> {
+    let mut all = vec![x, w, a, bm];
+    all.extend(b);
+    let frozen_base = !w.track_op() && b.is_none_or(|b| !b.track_op());
+    if !fused_ok(&all) || !frozen_base {
+        return super::composite::lora_linear(x, w, b, a, bm, scale, act);
+    }
     let op = LoraLinearOp {
         w: w.contiguous()?,
         b: b.map(|b| b.contiguous()).transpose()?,
