@@ -177,6 +177,22 @@ pub fn last_positions(attention_mask: &Tensor) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// [`pool`] for the output of a pass whose last layer may have run at the last real tokens only
+/// ([`crate::model::Request::last_layer_positions`], `at_positions`): that output is (B, 1, H),
+/// already the last-token pooling.
+pub(crate) fn pool_output(
+    hidden: &Tensor,
+    attention_mask: &Tensor,
+    pooling: Pooling,
+    at_positions: bool,
+) -> Result<Tensor> {
+    if at_positions {
+        Ok(hidden.squeeze(1)?.to_dtype(DType::F32)?)
+    } else {
+        pool(hidden, attention_mask, pooling)
+    }
+}
+
 /// Pools hidden states (B, T, H) with the attention mask (B, T) into (B, H) f32.
 pub fn pool(hidden: &Tensor, attention_mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
     let hidden = hidden.to_dtype(DType::F32)?;
@@ -324,12 +340,8 @@ pub fn extract_encoded(
         let hidden = out
             .hidden_state(layer)
             .expect("requested hidden state is returned");
-        let p = if last_only {
-            hidden.squeeze(1)?.to_dtype(DType::F32)?
-        } else {
-            pool(hidden, &batch.attention_mask, pooling)?
-        }
-        .to_device(&Device::Cpu)?;
+        let p = pool_output(hidden, &batch.attention_mask, pooling, last_only)?
+            .to_device(&Device::Cpu)?;
         for (row, &i) in chunk.iter().enumerate() {
             pooled[i] = Some(p.get(row)?);
         }

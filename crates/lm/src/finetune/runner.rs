@@ -44,7 +44,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 
 use crate::error::{LmError, Result};
-use crate::features::{last_positions, pad_right, pool, Pooling};
+use crate::features::{last_positions, pad_right, pool_output, Pooling};
 use crate::model::{Model, Request};
 use crate::ops;
 use crate::weights::Param;
@@ -236,9 +236,20 @@ impl Runner<'_> {
             logits: false,
             gradient_only: false,
         };
+        self.pass(model, x, from, &request)
+    }
+
+    /// The hidden states `request` asks for, of `model` run from hidden state `from` = `x`.
+    fn pass(
+        &self,
+        model: &Model,
+        x: &Batch,
+        from: usize,
+        request: &Request,
+    ) -> Result<Vec<Tensor>> {
         let out = match x {
-            Batch::Ids(ids) => model.forward(ids, &request)?,
-            Batch::Hidden(h) => model.forward_from(h.clone(), from, &request)?,
+            Batch::Ids(ids) => model.forward(ids, request)?,
+            Batch::Hidden(h) => model.forward_from(h.clone(), from, request)?,
         };
         Ok(out.hidden_states.into_iter().map(|(_, t)| t).collect())
     }
@@ -257,22 +268,14 @@ impl Runner<'_> {
             gradient_only: true,
             ..Request::default()
         };
-        let out = match x {
-            Batch::Ids(ids) => self.model.forward(ids, &request)?,
-            Batch::Hidden(h) => self.model.forward_from(h.clone(), i, &request)?,
-        };
-        let (_, out) = out.hidden_states.into_iter().next().expect("requested");
+        let out = self.pass(self.model, x, i, &request)?.remove(0);
         Ok(ops::gradient_seed(&out, g_out)?.backward()?)
     }
 
     /// The pooled final hidden states (B, H): hidden state L (B, T, H) pooled with the mask, or
     /// its one row per sequence (B, 1, H) when the last block ran at the pooled positions.
     fn pooled(&self, h: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        if self.pooled_last_block() {
-            Ok(h.squeeze(1)?)
-        } else {
-            pool(h, mask, self.pooling)
-        }
+        pool_output(h, mask, self.pooling, self.pooled_last_block())
     }
 
     /// The classifier's logits (B,) from the final hidden states.
