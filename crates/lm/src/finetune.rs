@@ -157,6 +157,38 @@ impl FinetuneConfig {
         self.lora_rank > 0 && runner::recompute_override().unwrap_or(true)
     }
 
+    /// The settings as the results store's content key reads them, written out field by field
+    /// rather than by the derived `Debug` (whose format Rust does not promise, and which would
+    /// change every key when a field is added). The text is the one earlier versions keyed on, so
+    /// stores written by them keep their keys; a setting added later must join the text only when
+    /// it differs from its default, for the same reason.
+    pub fn key_text(&self) -> String {
+        let layers = match self.layers {
+            Layers::All => "All".to_string(),
+            Layers::Last(k) => format!("Last({k})"),
+        };
+        let pooling = match self.pooling {
+            Pooling::LastToken => "LastToken",
+            Pooling::Mean => "Mean",
+        };
+        // f64's `{:?}` is the shortest text that reads back to the same value (`5e-5`, `16.0`).
+        format!(
+            "FinetuneConfig {{ layers: {layers}, lora_rank: {}, lora_alpha: {:?}, epochs: {}, \
+             lr: {:?}, batch_size: {}, grad_accumulation: {}, warmup_frac: {:?}, \
+             weight_decay: {:?}, max_tokens: {}, pooling: {pooling}, seed: {} }}",
+            self.lora_rank,
+            self.lora_alpha,
+            self.epochs,
+            self.lr,
+            self.batch_size,
+            self.grad_accumulation,
+            self.warmup_frac,
+            self.weight_decay,
+            self.max_tokens,
+            self.seed
+        )
+    }
+
     /// The mode's name in tables: `finetune-all`, `finetune-last-2`, `head-only`, `lora-8`,
     /// `lora-8-last-2`.
     pub fn mode_name(&self) -> String {

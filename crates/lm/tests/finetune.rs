@@ -445,3 +445,87 @@ fn parity_with_pytorch_per_step_loss_and_head() {
         );
     }
 }
+
+/// The store keys fine-tuned units on `key_text`: it must stay the text earlier versions wrote (the
+/// derived `Debug` of these settings), or every fine-tuned unit of an existing store would run again;
+/// and every setting must change it, or two different runs would share a key.
+#[test]
+fn key_text_is_stable_and_every_setting_changes_it() {
+    let base = FinetuneConfig::default();
+    assert_eq!(
+        base.key_text(),
+        "FinetuneConfig { layers: All, lora_rank: 0, lora_alpha: 16.0, epochs: 2, lr: 5e-5, \
+         batch_size: 32, grad_accumulation: 1, warmup_frac: 0.1, weight_decay: 0.0, \
+         max_tokens: 128, pooling: LastToken, seed: 0 }"
+    );
+    let lora = FinetuneConfig {
+        layers: Layers::Last(2),
+        lora_rank: 8,
+        lr: 3e-4,
+        pooling: Pooling::Mean,
+        seed: 7,
+        ..base.clone()
+    };
+    assert_eq!(
+        lora.key_text(),
+        "FinetuneConfig { layers: Last(2), lora_rank: 8, lora_alpha: 16.0, epochs: 2, lr: 0.0003, \
+         batch_size: 32, grad_accumulation: 1, warmup_frac: 0.1, weight_decay: 0.0, \
+         max_tokens: 128, pooling: Mean, seed: 7 }"
+    );
+    let variants = [
+        FinetuneConfig {
+            layers: Layers::Last(0),
+            ..base.clone()
+        },
+        FinetuneConfig {
+            lora_rank: 4,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            lora_alpha: 32.0,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            epochs: 3,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            lr: 1e-5,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            batch_size: 16,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            grad_accumulation: 2,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            warmup_frac: 0.0,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            weight_decay: 0.01,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            max_tokens: 64,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            pooling: Pooling::Mean,
+            ..base.clone()
+        },
+        FinetuneConfig {
+            seed: 1,
+            ..base.clone()
+        },
+    ];
+    let mut texts: Vec<String> = variants.iter().map(FinetuneConfig::key_text).collect();
+    texts.push(base.key_text());
+    let n = texts.len();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), n, "two different settings share a key text");
+}

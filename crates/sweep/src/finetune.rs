@@ -84,7 +84,7 @@ pub fn finetune_spec(
         other => json!(plan.train_params(other, seed).loss),
     };
     let config = config_hash(&json!({
-        "finetune": format!("{cfg:?}"),
+        "finetune": cfg.key_text(),
         "split": plan.split,
         "dtype": "f32",
         "loss": training,

@@ -55,7 +55,7 @@ pub fn weak_spec(plan: &Plan, weak: &CheckpointRef, ds: &Dataset, seed: u64) -> 
         let cfg = finetune_config(plan, ds, seed)?;
         let config = config_hash(&json!({
             "supervisor": "finetune",
-            "finetune": format!("{cfg:?}"),
+            "finetune": cfg.key_text(),
             "split": plan.split,
             "dtype": "f32",
             "loss": "xent",
