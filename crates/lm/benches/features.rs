@@ -199,17 +199,18 @@ fn main() {
     println!("\nFeature extraction, {title} (random weights, f32), {} texts, {} tokens, batch {BATCH}, last layer, last-token pooling, {threads} thread(s)\n",
         N_TEXTS, f(&ours, "tokens"));
     println!(
-        "| implementation | tokens/s | extraction s | CPU s (user+sys) | load s | peak RSS MiB |"
+        "| implementation | tokens/s | extraction s | CPU s (user+sys) | load s | peak RSS MiB | CPU steal s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let row = |name: &str, v: &serde_json::Value| {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
             tps(v),
             f(v, "seconds"),
             f(v, "cpu_seconds"),
             f(v, "load_seconds"),
-            f(v, "peak_rss_kb") / 1024.0
+            f(v, "peak_rss_kb") / 1024.0,
+            f(v, "steal_s")
         )
     };
     row("w2sg-lm (candle)", &ours);

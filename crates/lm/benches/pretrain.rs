@@ -127,27 +127,34 @@ fn main() {
         )
     });
     let f = |v: &serde_json::Value| v["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+    let steal = |v: &serde_json::Value| {
+        v["steal_s"]
+            .as_f64()
+            .map_or("–".into(), |s| format!("{s:.1}"))
+    };
     println!(
         "\nTraining step of the `tiny` preset ({} parameters; batch 16 × 128 tokens; forward, backward, \
          clip, AdamW; f32), {threads} thread(s), {STEPS} timed steps after {WARMUP} warm-up\n",
         ours["parameters"]
     );
-    println!("| implementation | tokens/s | s/step | ratio to PyTorch |");
-    println!("|---|---:|---:|---:|");
+    println!("| implementation | tokens/s | s/step | ratio to PyTorch | CPU steal s |");
+    println!("|---|---:|---:|---:|---:|");
     let ratio = peer.as_ref().map(|p| f(&ours) / f(p));
     println!(
-        "| w2sg (candle autograd) | {:.0} | {:.3} | {} |",
+        "| w2sg (candle autograd) | {:.0} | {:.3} | {} | {} |",
         f(&ours),
         ours["seconds_per_step"].as_f64().unwrap_or(f64::NAN),
-        ratio.map_or("–".into(), |r| format!("{r:.2}×"))
+        ratio.map_or("–".into(), |r| format!("{r:.2}×")),
+        steal(&ours)
     );
     match &peer {
         Some(p) => {
             println!(
-                "| PyTorch {} + transformers (CPU) | {:.0} | {:.3} | 1.00× |",
+                "| PyTorch {} + transformers (CPU) | {:.0} | {:.3} | 1.00× | {} |",
                 p["torch"].as_str().unwrap_or("?"),
                 f(p),
-                p["seconds_per_step"].as_f64().unwrap_or(f64::NAN)
+                p["seconds_per_step"].as_f64().unwrap_or(f64::NAN),
+                steal(p)
             );
             println!(
                 "\nfirst-step loss: w2sg {:.5}, PyTorch {:.5} (same weights and batch); last: {:.5} vs {:.5}",
