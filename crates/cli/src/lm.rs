@@ -22,7 +22,7 @@ use w2sg_lm::features_job::{extract_to_file, FeaturesJob};
 use w2sg_lm::hub::HubCache;
 use w2sg_lm::output::{npy_sidecar, Format};
 
-use w2sg_sweep::progress;
+use crate::bars;
 
 /// `w2sg lm` subcommands (pre-training is in [`crate::pretrain`]).
 #[derive(Debug, Subcommand)]
@@ -120,7 +120,7 @@ pub fn run(cmd: LmCommand) -> u8 {
             no_hash,
         } => {
             let cache = cache_dir.map(HubCache::new);
-            let bar = progress::bar(true, 0, "revisions hashed");
+            let bar = bars::bar(true, 0, "revisions hashed");
             let report = w2sg_lm::info::info(&path, cache.as_ref(), !no_hash, &mut |i, n| {
                 bar.set_length(n as u64);
                 bar.set_position(i as u64);
@@ -190,7 +190,7 @@ fn features(job: &FeaturesJob, cache: Option<&HubCache>) -> Result<()> {
             source: std::io::Error::other(e.to_string()),
         },
     })?;
-    let bar = progress::bar(true, 0, "examples");
+    let bar = bars::bar(true, 0, "examples");
     let s = extract_to_file(job, cache, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -248,7 +248,7 @@ fn download(
         let opts = DownloadOptions {
             revisions: revisions.parse()?,
             include,
-            progress: !quiet,
+            progress: bars::Bars::reporter(false, !quiet),
         };
         for d in download(&Hub::from_env(), &cache, repo, &opts)? {
             println!("{}\t{}\t{}", d.revision, d.commit, d.snapshot.display());

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bars;
 mod lm;
 mod pretrain;
 mod reproduce;

@@ -85,6 +85,7 @@ pub fn run(args: PretrainArgs) -> u8 {
     let opts = RunOptions {
         keep_optimizer_states: args.keep_optimizer_states,
         stop_after: args.stop_after,
+        progress: crate::bars::Bars::reporter(true, true),
         ..RunOptions::default()
     };
     match pretrain(&config, &args.out, &opts) {

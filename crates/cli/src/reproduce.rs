@@ -61,6 +61,7 @@ fn reproduce_theory(out: PathBuf, quick: bool, threads: usize, only: Vec<u8>) ->
         out: out.clone(),
         threads,
         only: only.into_iter().map(usize::from).collect(),
+        progress: crate::bars::Bars::reporter(true, true),
     };
     match w2sg_reproduce::theory_lab(&opts) {
         Ok(outcome) => {
@@ -120,7 +121,7 @@ pub fn run(args: ReproduceArgs) -> ExitCode {
             let opts = w2sg_reproduce::lm_lab::LmOptions {
                 quick,
                 out: out.clone(),
-                progress: !quiet,
+                progress: crate::bars::Bars::reporter(!quiet, !quiet),
             };
             finish_reproduction(
                 &out,
@@ -137,7 +138,15 @@ pub fn run(args: ReproduceArgs) -> ExitCode {
                 eprintln!("error: `w2sg reproduce` needs --out DIR");
                 return ExitCode::from(2);
             };
-            finish_reproduction(&out, w2sg_reproduce::both_labs(quick, &out, threads, true))
+            finish_reproduction(
+                &out,
+                w2sg_reproduce::both_labs(
+                    quick,
+                    &out,
+                    threads,
+                    crate::bars::Bars::reporter(true, true),
+                ),
+            )
         }
     }
 }

@@ -120,9 +120,9 @@ pub fn run(args: SweepArgs) -> u8 {
                 policy: RunPolicy {
                     retry_failed: args.run.retry_failed,
                 },
-                progress: !args.run.quiet,
+                progress: crate::bars::Bars::reporter(!args.run.quiet, !args.run.quiet),
             };
-            run_plan(&plan, &out, &opts)
+            run_plan(&plan, &out, &opts, args.run.quiet)
         }
     };
     match result {
@@ -134,9 +134,14 @@ pub fn run(args: SweepArgs) -> u8 {
     }
 }
 
-fn run_plan(plan: &std::path::Path, out: &std::path::Path, opts: &RunOptions) -> Result<()> {
+fn run_plan(
+    plan: &std::path::Path,
+    out: &std::path::Path,
+    opts: &RunOptions,
+    quiet: bool,
+) -> Result<()> {
     let session = Session::open(plan)?;
-    if opts.progress {
+    if !quiet {
         let r = &session.resolved;
         let n_ck: usize = r.families.iter().map(|(_, c)| c.len()).sum();
         eprintln!(
@@ -159,7 +164,7 @@ fn run_plan(plan: &std::path::Path, out: &std::path::Path, opts: &RunOptions) ->
     }
     let outcome = session.run(out, opts)?;
     let report = &outcome.report;
-    if opts.progress {
+    if !quiet {
         eprintln!(
             "{} unit(s) run, {} already finished, {} failed, {} blocked by a failure, in {:.1} s",
             report.units_done,

@@ -74,7 +74,6 @@ fn micro_config() -> PretrainConfig {
 
 fn quiet(docs: Vec<Document>) -> RunOptions {
     RunOptions {
-        progress: false,
         plot: false,
         documents: Some(docs),
         ..RunOptions::default()
@@ -291,17 +290,36 @@ fn interrupted_run_resumes_to_identical_weights() {
     assert_eq!(killed.step, 10);
     assert!(!cut.join("step12").exists());
     // Resuming needs no corpus: tokenizer and token streams come from the directory.
+    let rec = std::sync::Arc::new(w2sg_progress::Recorder::default());
     let resumed = pretrain(
         &config,
         &cut,
         &RunOptions {
             documents: None,
+            progress: w2sg_progress::Reporter::new(rec.clone()),
             ..quiet(Vec::new())
         },
     )
     .unwrap();
     assert_eq!(resumed.resumed_from, Some(8));
     assert_eq!(resumed.step, 12);
+    // The resumed run's progress starts where the checkpoint left off and ends at the last step.
+    use w2sg_progress::Event;
+    let events = rec.events();
+    assert_eq!(
+        events.first(),
+        Some(&Event::Phase {
+            len: 12,
+            done: 8,
+            unit: "steps".into()
+        })
+    );
+    let last_position = events.iter().rev().find_map(|e| match e {
+        Event::Position(p) => Some(*p),
+        _ => None,
+    });
+    assert_eq!(last_position, Some(12));
+    assert_eq!(events.last(), Some(&Event::EndPhase));
     let m_full = read_manifest(&full).unwrap();
     let m_cut = read_manifest(&cut).unwrap();
     assert_eq!(m_full.checkpoints, m_cut.checkpoints);

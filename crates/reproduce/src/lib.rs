@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use w2sg_progress::Reporter;
 use w2sg_report::{Figure, Report, Section};
 
 pub mod figures;
@@ -50,6 +51,8 @@ pub struct Options {
     pub threads: usize,
     /// Only these figures (1-based numbers); empty: all.
     pub only: Vec<usize>,
+    /// Where the simulations' progress and each figure's finding are reported (default: nowhere).
+    pub progress: Reporter,
 }
 
 /// One figure of a reproduction: the plot, the data behind it, the configs that made it, and what it shows.
@@ -92,7 +95,8 @@ pub fn theory_lab(opts: &Options) -> Result<LabOutcome, ReproError> {
             continue;
         }
         let t0 = Instant::now();
-        eprintln!("figure {}/{}", i + 1, figures::ALL.len());
+        opts.progress
+            .note(&format!("figure {}/{}", i + 1, figures::ALL.len()));
         let mut fig = make(opts)?;
         fig.seconds = t0.elapsed().as_secs_f64();
         fig.figure.save(&opts.out, fig.id)?;
@@ -100,12 +104,12 @@ pub fn theory_lab(opts: &Options) -> Result<LabOutcome, ReproError> {
             &opts.out.join(format!("{}.csv", fig.id)),
             &fig.table.to_csv(),
         )?;
-        eprintln!(
+        opts.progress.note(&format!(
             "  {} ({:.1} s): {}",
             fig.id,
             fig.seconds,
             fig.findings.first().map(String::as_str).unwrap_or("")
-        );
+        ));
         outputs.push(fig);
     }
     let total = started.elapsed().as_secs_f64();
@@ -173,21 +177,22 @@ pub fn both_labs(
     quick: bool,
     out: &Path,
     threads: usize,
-    progress: bool,
+    progress: Reporter,
 ) -> Result<Value, ReproError> {
     let started = Instant::now();
     std::fs::create_dir_all(out).map_err(|e| ReproError::Write {
         path: out.to_path_buf(),
         reason: e.to_string(),
     })?;
-    eprintln!("== theory lab → {}", out.join("theory").display());
+    progress.note(&format!("== theory lab → {}", out.join("theory").display()));
     let theory = theory_lab(&Options {
         quick,
         out: out.join("theory"),
         threads,
         only: Vec::new(),
+        progress: progress.clone(),
     })?;
-    eprintln!("== checkpoint lab → {}", out.join("lm").display());
+    progress.note(&format!("== checkpoint lab → {}", out.join("lm").display()));
     let lm = lm_lab::lm_lab(&lm_lab::LmOptions {
         quick,
         out: out.join("lm"),

@@ -21,6 +21,8 @@ use w2sg_protocol::{RunPolicy, ShardSpec};
 use w2sg_report::{Report, Section};
 use w2sg_sweep::analysis::Analysis;
 
+use w2sg_progress::Reporter;
+
 use crate::{LabOutcome, ReproError};
 
 /// How to run the checkpoint-lab reproduction.
@@ -28,8 +30,8 @@ use crate::{LabOutcome, ReproError};
 pub struct LmOptions {
     pub quick: bool,
     pub out: PathBuf,
-    /// Progress bars on stderr.
-    pub progress: bool,
+    /// Where pre-training's and the sweep's progress and the stages' lines are reported.
+    pub progress: Reporter,
 }
 
 /// The two families and the plan of a mode.
@@ -124,11 +126,12 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
     let mut family_rows = Vec::new();
     for (name, config) in [("weak", &setup.weak), ("strong", &setup.strong)] {
         let dir = families.join(name);
-        if opts.progress {
-            eprintln!("pre-training the {name} family → {}", dir.display());
-        }
+        opts.progress.note(&format!(
+            "pre-training the {name} family → {}",
+            dir.display()
+        ));
         let run = RunOptions {
-            progress: opts.progress,
+            progress: opts.progress.clone(),
             ..RunOptions::default()
         };
         let summary = pretrain(config, &dir, &run).map_err(|e| ReproError::Run(e.to_string()))?;
@@ -157,32 +160,28 @@ pub fn lm_lab_with(setup: &LmSetup, opts: &LmOptions) -> Result<LabOutcome, Repr
     let run_opts = w2sg_sweep::RunOptions {
         shard: ShardSpec::all(),
         policy: RunPolicy::default(),
-        progress: opts.progress,
+        progress: opts.progress.clone(),
     };
     // One session: the plan is parsed and resolved once, and the analysis written to the sweep's
     // outputs is the one this report shows.
     let session =
         w2sg_sweep::Session::open(&plan_path).map_err(|e| ReproError::Run(e.to_string()))?;
-    if opts.progress {
-        let r = &session.resolved;
-        eprintln!(
-            "sweeping {} checkpoint(s) × {} task(s), {} seed(s) → {}",
-            r.families.iter().map(|(_, c)| c.len()).sum::<usize>(),
-            r.datasets.len(),
-            r.plan.seeds.len(),
-            sweep_dir.display()
-        );
-    }
+    let r = &session.resolved;
+    opts.progress.note(&format!(
+        "sweeping {} checkpoint(s) × {} task(s), {} seed(s) → {}",
+        r.families.iter().map(|(_, c)| c.len()).sum::<usize>(),
+        r.datasets.len(),
+        r.plan.seeds.len(),
+        sweep_dir.display()
+    ));
     let outcome = session
         .run(&sweep_dir, &run_opts)
         .map_err(|e| ReproError::Run(e.to_string()))?;
-    if opts.progress {
-        let r = &outcome.report;
-        eprintln!(
-            "{} unit(s) run, {} already finished, {} failed, in {:.0} s",
-            r.units_done, r.units_skipped, r.units_failed, outcome.seconds
-        );
-    }
+    let r = &outcome.report;
+    opts.progress.note(&format!(
+        "{} unit(s) run, {} already finished, {} failed, in {:.0} s",
+        r.units_done, r.units_skipped, r.units_failed, outcome.seconds
+    ));
     // The outputs are written; failures are reported after the report.
     let failed = outcome.report.units_failed;
     let analysis = outcome

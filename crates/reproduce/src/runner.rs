@@ -3,7 +3,6 @@
 //! Every figure's data comes from config texts in the same format users write, so the report can print
 //! the exact config of every figure and a reader can rerun any of them with `w2sg sim run`.
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use w2sg_sim::config::Plan;
 use w2sg_sim::engine::{simulate_all, RunOutput};
@@ -13,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use w2sg_sim::engine::EngineKind;
 
-use crate::ReproError;
+use crate::{Options, ReproError};
 
 /// Runs per engine since the last [`take_engine_counts`]: (reduced, full), for the report.
 static REDUCED_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -37,26 +36,22 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// Runs every (grid point, seed) of `config_text` on `threads` threads, with a progress bar.
+    /// Runs every (grid point, seed) of `config_text` on `opts.threads` threads, reporting its work
+    /// to `opts.progress` (one phase, its status the sweep's name).
     pub fn run(
         name: &str,
         config_text: &str,
-        threads: usize,
+        opts: &Options,
         with_theory: bool,
     ) -> Result<Self, ReproError> {
         let plan = Plan::parse(config_text, name).map_err(|e| ReproError::Config(e.to_string()))?;
         let jobs = plan.jobs();
-        let total = plan.cost();
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "  {msg:<28} {bar:30} {percent:>3}% ({elapsed}, eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar.set_message(name.to_string());
-        let results = simulate_all(&jobs, threads, &|n| bar.inc(n));
-        bar.finish_and_clear();
+        let progress = &opts.progress;
+        // Simulation cost has no unit a reader would count in: the front end shows a percentage.
+        progress.phase(plan.cost(), 0, "");
+        progress.status(name);
+        let results = simulate_all(&jobs, opts.threads, &|n| progress.advance(n));
+        progress.end_phase();
         let mut runs = Vec::with_capacity(results.len());
         for (i, r) in results.into_iter().enumerate() {
             let run = r.map_err(|e| ReproError::Run(format!("{name}, run {i}: {e}")))?;

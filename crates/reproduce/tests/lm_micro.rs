@@ -34,7 +34,7 @@ fn the_checkpoint_lab_reproduction_runs_end_to_end_and_reuses_its_families() {
     let opts = LmOptions {
         quick: true,
         out: dir.join("out"),
-        progress: false,
+        progress: Default::default(),
     };
     let first = lm_lab_with(&setup, &opts).unwrap();
     let html = std::fs::read_to_string(opts.out.join("report.html")).unwrap();

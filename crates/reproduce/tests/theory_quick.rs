@@ -17,6 +17,7 @@ fn quick_run() -> &'static (PathBuf, Value) {
             out: out.clone(),
             threads: 0,
             only: vec![],
+            progress: Default::default(),
         })
         .expect("quick reproduction runs")
         .summary;

@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use w2sg_progress::{Progress, Reporter};
 use w2sg_protocol::{Outcome, RunPolicy, ShardSpec, Store, UnitKey, UnitSpec};
 
 use crate::dataset::{Dataset, Split};
@@ -52,8 +53,8 @@ pub use crate::specs::*;
 pub struct RunOptions {
     pub shard: ShardSpec,
     pub policy: RunPolicy,
-    /// Draw progress bars (on stderr).
-    pub progress: bool,
+    /// Where the run reports its units as they finish (default: nowhere).
+    pub progress: Reporter,
 }
 
 /// What a run did.
@@ -128,19 +129,20 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
         })
         .sum();
     let total = total as u64;
-    let bar = crate::progress::bar(opts.progress, total, "units");
+    let bar: &dyn Progress = &*opts.progress;
+    bar.phase(total, 0, "units");
 
     // The weak supervisor first, on every task: its features (probe supervisor), then its labels
     // per seed.
     let mut weak_parts = Vec::with_capacity(resolved.datasets.len());
     for ds in &resolved.datasets {
-        weak_parts.push(run_weak(resolved, ds, store, opts, &mut report, &bar)?);
+        weak_parts.push(run_weak(resolved, ds, store, opts, &mut report, bar)?);
     }
     // Then checkpoint by checkpoint, every task, so that a checkpoint's weights are needed over one
     // stretch of the run and can be released after it (`keep_weights = false`).
     for ck in &mine {
         for (ds, w) in resolved.datasets.iter().zip(&weak_parts) {
-            bar.set_message(format!("{} · {}/{}", ds.name, ck.family, ck.revision));
+            bar.status(&format!("{} · {}/{}", ds.name, ck.family, ck.revision));
             run_checkpoint(
                 plan,
                 ck,
@@ -151,7 +153,7 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
                 &w.keys,
                 &w.blobs,
                 &mut report,
-                &bar,
+                bar,
             )?;
             if tuned.contains(&ck.group()) && plan.finetune.covers(&ds.name) {
                 run_finetuned(
@@ -164,7 +166,7 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
                     &w.keys,
                     &w.blobs,
                     &mut report,
-                    &bar,
+                    bar,
                 )?;
             }
         }
@@ -179,7 +181,7 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
             }
         }
     }
-    bar.finish_and_clear();
+    bar.end_phase();
     Ok(report)
 }
 
@@ -196,7 +198,7 @@ fn run_weak(
     store: &Store,
     opts: &RunOptions,
     report: &mut RunReport,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn Progress,
 ) -> Result<WeakParts> {
     let plan = &resolved.plan;
     let weak = &resolved.weak;
@@ -205,7 +207,7 @@ fn run_weak(
         None
     } else {
         let wf_spec = features_spec(plan, weak, ds)?;
-        bar.set_message(format!("{} · weak {} features", ds.name, weak.revision));
+        bar.status(&format!("{} · weak {} features", ds.name, weak.revision));
         let o = store.run_unit(&wf_spec, opts.policy, || {
             extract_features(plan, weak, ds, &mut |_| {})
         })?;
@@ -213,7 +215,7 @@ fn run_weak(
             &format!("features of weak {} on {}", weak.revision, ds.name),
             &o,
         );
-        bar.inc(1);
+        bar.advance(1);
         Some(load_features(store, &wf_spec.key()?)?)
     };
     let mut weak_keys: BTreeMap<u64, Option<UnitKey>> = BTreeMap::new();
@@ -228,7 +230,7 @@ fn run_weak(
             }
             Some(None) => None,
             None => {
-                bar.set_message(format!(
+                bar.status(&format!(
                     "{} · fine-tuning weak {} seed {seed}",
                     ds.name, weak.revision
                 ));
@@ -259,7 +261,7 @@ fn run_weak(
             }
         }
         splits.insert(seed, split);
-        bar.inc(1);
+        bar.advance(1);
     }
     let mut weak_blobs: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for (&seed, key) in &weak_keys {
@@ -323,7 +325,7 @@ fn run_checkpoint(
     weak_keys: &BTreeMap<u64, Option<UnitKey>>,
     weak_blobs: &BTreeMap<u64, (Vec<f64>, Vec<f64>)>,
     report: &mut RunReport,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn Progress,
 ) -> Result<()> {
     if !plan.probes() {
         return Ok(());
@@ -360,12 +362,12 @@ fn run_checkpoint(
             _ => pending.push((*seed, loss.clone(), spec.clone())),
         }
     }
-    bar.inc((blocked + probes.len() - pending.len()) as u64);
+    bar.advance((blocked + probes.len() - pending.len()) as u64);
     let fstatus = store.status(&fkey)?;
     if pending.is_empty() {
         if let Some(st) = fstatus {
             report.count("", &Outcome::Skipped(st));
-            bar.inc(1);
+            bar.advance(1);
             return Ok(());
         }
     }
@@ -374,10 +376,10 @@ fn run_checkpoint(
         extract_features(plan, ck, ds, &mut |_| {})
     })?;
     report.count(&what, &o);
-    bar.inc(1);
+    bar.advance(1);
     let Some(features) = load_features(store, &fkey)? else {
         report.units_blocked += pending.len();
-        bar.inc(pending.len() as u64);
+        bar.advance(pending.len() as u64);
         return Ok(());
     };
     for (seed, loss, spec) in pending {
@@ -396,7 +398,7 @@ fn run_checkpoint(
             ),
             &o,
         );
-        bar.inc(1);
+        bar.advance(1);
     }
     Ok(())
 }
@@ -414,7 +416,7 @@ fn run_finetuned(
     weak_keys: &BTreeMap<u64, Option<UnitKey>>,
     weak_blobs: &BTreeMap<u64, (Vec<f64>, Vec<f64>)>,
     report: &mut RunReport,
-    bar: &indicatif::ProgressBar,
+    bar: &dyn Progress,
 ) -> Result<()> {
     use crate::finetune::{
         epoch_checkpoint, finetune_spec, finetune_student, remove_epoch_checkpoint,
@@ -432,7 +434,7 @@ fn run_finetuned(
                 Some(wk) => students.push((loss.clone(), Some(wk))),
                 None => {
                     report.units_blocked += 1;
-                    bar.inc(1);
+                    bar.advance(1);
                 }
             }
         }
@@ -445,7 +447,7 @@ fn run_finetuned(
                     .get(&seed)
                     .map(|(b, t)| (b.as_slice(), t.as_slice()))
             };
-            bar.set_message(format!(
+            bar.status(&format!(
                 "{} · {}/{} · fine-tuning {loss} seed {seed}",
                 ds.name, ck.family, ck.revision
             ));
@@ -472,7 +474,7 @@ fn run_finetuned(
                 ),
                 &o,
             );
-            bar.inc(1);
+            bar.advance(1);
         }
     }
     Ok(())

@@ -19,7 +19,6 @@ pub mod fetch;
 pub mod finetune;
 pub mod outputs;
 pub mod plan;
-pub mod progress;
 pub mod resolve;
 pub mod session;
 pub mod slurm;

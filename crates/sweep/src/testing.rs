@@ -107,7 +107,6 @@ pub fn train_family(out: &Path, strong: bool) {
         micro_config(16, 1, 8, 100)
     };
     let opts = RunOptions {
-        progress: false,
         documents: Some(corpus()),
         plot: false,
         ..RunOptions::default()

@@ -54,7 +54,7 @@ fn opts(shard: ShardSpec) -> RunOptions {
     RunOptions {
         shard,
         policy: RunPolicy::default(),
-        progress: false,
+        progress: Default::default(),
     }
 }
 

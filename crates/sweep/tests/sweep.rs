@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
+use w2sg_progress::{Event, Recorder, Reporter};
 use w2sg_protocol::{RunPolicy, ShardSpec, Store};
 use w2sg_sweep::testing::run_command;
 use w2sg_sweep::testing::{fixture, Fixture};
@@ -52,8 +55,49 @@ fn opts(shard: ShardSpec) -> RunOptions {
     RunOptions {
         shard,
         policy: RunPolicy::default(),
-        progress: false,
+        progress: Default::default(),
     }
+}
+
+/// `opts(shard)` reporting to a recorder the test keeps.
+fn recorded(shard: ShardSpec) -> (RunOptions, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let mut o = opts(shard);
+    o.progress = Reporter::new(rec.clone());
+    (o, rec)
+}
+
+/// A run reports one phase of `units` units, its advances add up to exactly that (the bar ends
+/// full, neither short nor past its end), a status names each checkpoint's revision, and the phase
+/// ends.
+fn assert_one_full_phase(events: &[Event], units: u64) {
+    let phases: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Phase { .. }))
+        .collect();
+    assert_eq!(
+        phases,
+        [&Event::Phase {
+            len: units,
+            done: 0,
+            unit: "units".into()
+        }]
+    );
+    let advanced: u64 = events
+        .iter()
+        .map(|e| match e {
+            Event::Advance(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        advanced, units,
+        "the units advanced are the units announced"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Status(s) if s.contains("step24"))));
+    assert_eq!(events.last(), Some(&Event::EndPhase));
 }
 
 fn digest(db: &Path) -> String {
@@ -83,17 +127,22 @@ fn num(row: &std::collections::HashMap<String, String>, k: &str) -> Option<f64> 
 fn a_sweep_writes_results_and_a_rerun_does_nothing() {
     let f = shared_fixture();
     let out = scratch("full");
-    let first = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    let (o, rec) = recorded(ShardSpec::all());
+    let first = run_command(&f.plan, &out, &o).unwrap();
     // 9 checkpoints (0, 1, 2, 4, 8, …, 24) × (features + 2 seeds × (ceiling + 2 losses)) + weak features + 2 weak labels,
     // less one features unit: none of the strong family's checkpoints is the weak model.
+    let units = 9 * (1 + 2 * 3) + 1 + 2;
     assert_eq!(first.checkpoints, 9);
-    assert_eq!(first.units_done, 9 * (1 + 2 * 3) + 1 + 2);
+    assert_eq!(first.units_done, units);
     assert_eq!(first.units_failed, 0);
+    assert_one_full_phase(&rec.events(), units as u64);
     let before = digest(&out.join("results.sqlite"));
     let csv_before = std::fs::read(out.join("results.csv")).unwrap();
 
-    let second = run_command(&f.plan, &out, &opts(ShardSpec::all())).unwrap();
+    let (o, rec) = recorded(ShardSpec::all());
+    let second = run_command(&f.plan, &out, &o).unwrap();
     assert_eq!(second.units_done, 0, "a finished sweep runs nothing again");
+    assert_one_full_phase(&rec.events(), units as u64);
     assert_eq!(digest(&out.join("results.sqlite")), before);
     assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), csv_before);
 
@@ -319,10 +368,13 @@ fn fine_tuned_students_sit_beside_the_probes_resume_and_merge() {
     let f = shared_fixture();
     let plan = finetune_plan(f, "plan-finetune.toml");
     let out = scratch("finetune");
-    let first = run_command(&plan, &out, &opts(ShardSpec::all())).unwrap();
+    let (o, rec) = recorded(ShardSpec::all());
+    let first = run_command(&plan, &out, &o).unwrap();
     // Probes as before, plus at steps 0, 8 and 24 (every 4th of the 9, and the last): 2 seeds × 3
     // students each.
-    assert_eq!(first.units_done, 9 * (1 + 2 * 3) + 1 + 2 + 3 * 2 * 3);
+    let units = 9 * (1 + 2 * 3) + 1 + 2 + 3 * 2 * 3;
+    assert_eq!(first.units_done, units);
+    assert_one_full_phase(&rec.events(), units as u64);
     assert_eq!(first.units_failed, 0);
     let rows = read_csv(&out.join("results.csv"));
     let tuned: Vec<_> = rows

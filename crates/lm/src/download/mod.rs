@@ -172,8 +172,8 @@ pub struct DownloadOptions {
     pub revisions: Revisions,
     /// Glob patterns of files to fetch; empty: [`default_selection`].
     pub include: Vec<String>,
-    /// Print a line per revision to stderr.
-    pub progress: bool,
+    /// Where a line per revision fetched is reported, as a note (default: nowhere).
+    pub progress: w2sg_progress::Reporter,
 }
 
 /// Every n-th stepped (branch, commit) in training order, and the last.
@@ -267,14 +267,12 @@ pub fn download(
     let mut done = Vec::new();
     for (rev, commit) in chosen {
         let d = download_revision(hub, cache, repo, &rev, &commit, &opts.include)?;
-        if opts.progress {
-            eprintln!(
-                "{repo}@{rev} ({commit}): {} file(s), {} already cached, {:.1} MB downloaded",
-                d.files,
-                d.cached,
-                d.bytes as f64 / 1e6
-            );
-        }
+        opts.progress.note(&format!(
+            "{repo}@{rev} ({commit}): {} file(s), {} already cached, {:.1} MB downloaded",
+            d.files,
+            d.cached,
+            d.bytes as f64 / 1e6
+        ));
         done.push(d);
     }
     Ok(done)

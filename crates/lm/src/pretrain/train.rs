@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use w2sg_data::corpus::{default_corpus, split, text_files, Document};
 use w2sg_data::ArchiveStore;
+use w2sg_progress::Reporter;
 
 use super::batches::{train_batch, validation_batches, Batch};
 use super::checkpoints::{
@@ -36,8 +36,8 @@ use crate::optim::{AdamW, AdamWConfig};
 /// How to run (not part of what determines the checkpoints).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Show a progress bar on stderr.
-    pub progress: bool,
+    /// Where training reports its steps (default: nowhere).
+    pub progress: Reporter,
     /// Stop after this many updates without saving anything more: simulates a kill (tests).
     pub stop_after: Option<u64>,
     /// Keep the optimizer state in every checkpoint (default: only the latest).
@@ -52,7 +52,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            progress: true,
+            progress: Reporter::default(),
             stop_after: None,
             keep_optimizer_states: false,
             documents: None,
@@ -419,19 +419,8 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
     let resumed_from = resumed_from.map(|state| state.step);
     write_log(&log_path, &rows)?;
     let schedule = checkpoint_steps(config.steps, config.checkpoint_every);
-    let bar = if opts.progress {
-        let b = ProgressBar::new(config.steps);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} step {pos}/{len} ({per_sec}, eta {eta}) {msg}",
-            )
-            .expect("valid template"),
-        );
-        b.set_position(start);
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = &opts.progress;
+    bar.phase(config.steps, start, "steps");
     let checkpoint = |step: u64,
                       tokens_seen: u64,
                       lr: f64,
@@ -537,13 +526,13 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
         tokens_seen += batch.num_tokens() as u64;
         loss_sum += loss_value as f64;
         loss_n += 1;
-        bar.set_position(step);
+        bar.position(step);
         maybe_abort(&abort_at, "step", step);
         let is_ckpt = schedule.binary_search(&step).is_ok();
         let is_log = config.log_every > 0 && step % config.log_every == 0;
         if is_ckpt || is_log {
             let train_loss = Some(loss_sum / loss_n as f64);
-            bar.set_message(format!("loss {:.3}", loss_sum / loss_n as f64));
+            bar.status(&format!("loss {:.3}", loss_sum / loss_n as f64));
             (loss_sum, loss_n) = (0.0, 0);
             if is_ckpt {
                 final_val = Some(checkpoint(
@@ -568,7 +557,7 @@ pub fn pretrain(config: &PretrainConfig, out: &Path, opts: &RunOptions) -> Resul
             }
         }
     }
-    bar.finish_and_clear();
+    bar.end_phase();
     let train_secs = train_started.elapsed().as_secs_f64();
     if opts.plot && step == config.steps {
         plot_losses(&rows, out, &config.preset)?;

@@ -86,7 +86,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
     let mut headline = serde_json::Map::new();
     for (li, (link, lr, budget)) in LINKS.iter().enumerate() {
         let text = config(link, d, seeds, *lr, *budget, &toml_list(&m0s));
-        let sweep = Sweep::run(&format!("fig4 {link}"), &text, opts.threads, true)?;
+        let sweep = Sweep::run(&format!("fig4 {link}"), &text, opts, true)?;
         configs.push((format!("fig4_{link}"), text));
         let k: u32 = link[2..].parse().expect("he-k link");
         let r0: f64 = (1..=k).map(f64::from).product(); // He_k risk at m = 0 is k!

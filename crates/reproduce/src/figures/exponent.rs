@@ -144,7 +144,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
                  d = {d}\nlink = \"{}\"\n{}\nseeds = {seeds}\n\n[weak]\nrho = 1.0\n\n[sgd]\nlr = {:?}\ntau_max = {:?}\n\n[metrics]\npoints = 80\ntau_min = 0.01\n",
                 s.name, s.link, (s.init)(df), (s.lr)(df), (s.tau_max)(df)
             );
-            let sweep = Sweep::run(&format!("fig5 {} d={d}", s.link), &text, opts.threads, true)?;
+            let sweep = Sweep::run(&format!("fig5 {} d={d}", s.link), &text, opts, true)?;
             configs.push((
                 format!(
                     "fig5_{}_{}_d{d}",

@@ -51,7 +51,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
     for (di, &d) in ds.iter().enumerate() {
         let n_pres: Vec<f64> = RATIOS.iter().map(|r| r * d as f64).collect();
         let text = config(d, seeds, &n_pres);
-        let sweep = Sweep::run(&format!("fig7 d={d}"), &text, opts.threads, false)?;
+        let sweep = Sweep::run(&format!("fig7 d={d}"), &text, opts, false)?;
         configs.push((format!("fig7_d{d}"), text));
         let (mut means, mut sds, mut m0s) = (vec![], vec![], vec![]);
         for (g, &ratio) in RATIOS.iter().enumerate() {

@@ -24,7 +24,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
         int_list(&n_pres),
         toml_list(&rhos)
     );
-    let sweep = Sweep::run("fig6 phase diagram", &text, opts.threads, true)?;
+    let sweep = Sweep::run("fig6 phase diagram", &text, opts, true)?;
     let mut table = Table::new(&[
         "n_pre_over_d",
         "rho",

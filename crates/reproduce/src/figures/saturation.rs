@@ -21,7 +21,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
         2 * d,
         toml_list(&rhos)
     );
-    let sweep = Sweep::run("fig3 saturation", &text, opts.threads, true)?;
+    let sweep = Sweep::run("fig3 saturation", &text, opts, true)?;
     let mut table = Table::new(&[
         "rho",
         "m0_mean",

@@ -43,7 +43,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
     let mut configs = Vec::new();
     for (link, lr, tau_max) in specs {
         let text = config(link, d, seeds, lr, tau_max);
-        let sweep = Sweep::run(&format!("fig1 {link}"), &text, opts.threads, true)?;
+        let sweep = Sweep::run(&format!("fig1 {link}"), &text, opts, true)?;
         configs.push((format!("fig1_{link}"), text));
         let mut m_plot = Plot::new(format!("{link}: overlap with θ*"))
             .x_axis(Axis::new("τ = samples / d").log())

@@ -43,7 +43,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
         int_list(&n_pres),
         toml_list(&betas),
     );
-    let sweep_a = Sweep::run("fig2a overlaps", &text_a, opts.threads, false)?;
+    let sweep_a = Sweep::run("fig2a overlaps", &text_a, opts, false)?;
     configs.push(("fig2a_overlaps".to_string(), text_a));
     let mut overlap_plot = Plot::new("spectral overlap at init")
         .x_axis(Axis::new("γ = d / n_pre").log())
@@ -132,7 +132,7 @@ pub fn figure(opts: &Options) -> Result<FigureOutput, ReproError> {
             size.pick(4, 8),
             int_list(&n_pres),
         );
-        let sweep = Sweep::run(&format!("fig2b d={d}"), &text, opts.threads, false)?;
+        let sweep = Sweep::run(&format!("fig2b d={d}"), &text, opts, false)?;
         configs.push((format!("fig2b_d{d}"), text));
         let (mut xs, mut peaks, mut peak_sds, mut finals, mut risks, mut m0s, mut m0_sds) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
