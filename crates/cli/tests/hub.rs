@@ -755,3 +755,96 @@ fn download_sweeps_fetch_weights_when_needed_and_release_them() {
     assert!(f.strong.join("step12/model.safetensors").is_file());
     let _ = py;
 }
+
+/// `[weak] download = true`: a sweep whose weak model and strong family both come from the hub, from
+/// an empty cache, gives the results of the same sweep on the local directories; a rerun offline
+/// asks the hub for nothing; a revision the hub lacks and an empty cache offline are exit-2 errors
+/// naming the weak model.
+#[test]
+fn a_weak_model_with_download_true_is_fetched_into_the_cache() {
+    let Some(py) = python() else {
+        eprintln!("SKIPPED: no python3 to run the stand-in hub");
+        return;
+    };
+    let root = scratch("weak-dl");
+    let f = fixture(&root.join("fixture"));
+    let server = Server::start(
+        &root.join("server"),
+        &[("test/strong", &f.strong), ("test/weak", &f.weak)],
+        &[],
+    );
+    let ep = server.endpoint();
+    let plan_for = |file: &str, weak: &str| {
+        let path = f.dir.join(file);
+        std::fs::write(
+            &path,
+            w2sg_sweep::testing::PLAN
+                .replace(
+                    "path = \"strong\"",
+                    "name = \"strong\"\npath = \"test/strong\"\ndownload = true",
+                )
+                .replace(
+                    "model = \"weak@step8\"",
+                    &format!("model = \"{weak}\"\ndownload = true"),
+                ),
+        )
+        .unwrap();
+        path
+    };
+    let local_out = root.join("local");
+    ok(sweep(
+        &root.join("cache-local"),
+        None,
+        &f.plan,
+        &local_out,
+        &[],
+    ));
+
+    let plan = plan_for("weak-dl.toml", "test/weak@step8");
+    let cache = root.join("cache");
+    let out = root.join("hub");
+    ok(sweep(&cache, Some(&ep), &plan, &out, &[]));
+    assert_eq!(
+        csv_rows(&out.join("results.csv")),
+        csv_rows(&local_out.join("results.csv")),
+        "the weak model from the hub is the local one"
+    );
+    let weak_ref = cache.join("models--test--weak/refs/step8");
+    let commit = std::fs::read_to_string(&weak_ref).unwrap();
+    let snapshot = cache
+        .join("models--test--weak/snapshots")
+        .join(commit.trim());
+    assert_eq!(
+        std::fs::read(snapshot.join("model.safetensors")).unwrap(),
+        std::fs::read(f.weak.join("step8/model.safetensors")).unwrap()
+    );
+    // Already cached: offline, the rerun runs nothing and needs no hub.
+    ok(sweep(&cache, None, &plan, &out, &[]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(report["report"]["units_done"], 0, "{report}");
+
+    // A revision the hub does not have; an empty cache offline: exit 2, naming the weak model.
+    let missing = plan_for("weak-missing.toml", "test/weak@step999");
+    let o = sweep(&cache, Some(&ep), &missing, &root.join("missing"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("test/weak@step999") && stderr(&o).contains("step999"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sweep(
+        &root.join("cache-empty"),
+        None,
+        &plan,
+        &root.join("offline"),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the weak model test/weak@step8"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = py;
+}

@@ -10,6 +10,10 @@
 //! a shard downloads only its own revisions' weights, and a failed download is that unit's failure
 //! (recorded, the sweep goes on, the command exits 1).
 //!
+//! `[weak] download = true` ([`ensure_weak`]) fetches the weak model's one revision, weights
+//! included, while the plan is resolved: every unit of the sweep reads it, so it is needed before the
+//! first one. A weak model already in the cache is used as it is, without asking the hub.
+//!
 //! With `keep_weights = false`, [`release`] deletes a revision's weight links and blobs from the
 //! hub cache ([`w2sg_lm::released`]) once every unit of it that reads the weights is stored. Its
 //! fingerprint survives in the weights record, so a rerun keys its units identically and runs
@@ -18,7 +22,9 @@
 
 use std::path::PathBuf;
 
-use w2sg_lm::download::{offline_from_env, prefetch, DownloadError, Hub};
+use w2sg_lm::download::{
+    download, offline_from_env, prefetch, DownloadError, DownloadOptions, Hub, Revisions,
+};
 use w2sg_lm::hub::HubCache;
 use w2sg_lm::revisions::{sort_revisions, Revision};
 
@@ -63,7 +69,7 @@ pub fn hub_revisions(family: &FamilyPlan, label: &str) -> Result<(Vec<Revision>,
     } else {
         Hub::from_env()
             .refs(repo)
-            .map_err(|e| download_error(label, e))?
+            .map_err(|e| download_error(&format!("family {label}"), e))?
     };
     let repo_dir = cache.repo_dir(repo);
     let mut revs: Vec<Revision> = refs
@@ -77,18 +83,36 @@ pub fn hub_revisions(family: &FamilyPlan, label: &str) -> Result<(Vec<Revision>,
     Ok((revs, cache))
 }
 
-fn download_error(label: &str, e: DownloadError) -> Error {
+/// A hub error about `what`: bad input (a repository or revision the hub does not have, offline
+/// with an empty cache) is exit 2, a failed transfer exit 1.
+fn download_error(what: &str, e: DownloadError) -> Error {
     let problem = e.to_string();
+    let what = what.to_string();
     match e.exit_code() {
-        2 => Error::Input {
-            what: format!("family {label}"),
-            problem,
-        },
-        _ => Error::Download {
-            what: format!("family {label}"),
-            problem,
-        },
+        2 => Error::Input { what, problem },
+        _ => Error::Download { what, problem },
     }
+}
+
+/// `[weak] download = true`: puts `model` (`ORG/NAME@REVISION`, a branch or a commit; `main`
+/// without `@`) into the hub cache, weights included, unless the cache already holds it with its
+/// weights. With `HF_HUB_OFFLINE` a revision missing from the cache is an input error.
+pub fn ensure_weak(model: &str) -> Result<()> {
+    let cache = cache()?;
+    if let Ok(found) = w2sg_lm::hub::resolve(model, Some(&cache)) {
+        if w2sg_lm::checkpoint::WeightFiles::find(&found.dir).is_ok() {
+            return Ok(());
+        }
+    }
+    let (repo, revision) = model.rsplit_once('@').unwrap_or((model, "main"));
+    let opts = DownloadOptions {
+        revisions: Revisions::Named(vec![revision.to_string()]),
+        include: Vec::new(),
+        progress: Default::default(),
+    };
+    download(&Hub::from_env(), &cache, repo, &opts)
+        .map_err(|e| download_error(&format!("the weak model {model}"), e))?;
+    Ok(())
 }
 
 /// Fetches what identifies a revision (not its weights) when its fingerprint cannot be taken from

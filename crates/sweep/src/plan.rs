@@ -19,6 +19,7 @@
 //! [weak]
 //! model = "out/family/weak@step1000"   # PATH, PATH@REVISION, ORG/NAME@REVISION
 //! train = "probe"                      # "probe" on its features, or "finetune" it with [finetune]
+//! download = false                     # ORG/NAME@REVISION only: true fetches it into the hub cache
 //!
 //! [[task]]
 //! builtin = "vader-movies"             # or "word-order", "spam-assassin", …; or jsonl = "task.jsonl"
@@ -196,6 +197,10 @@ pub struct WeakPlan {
     /// `[finetune]` settings (see [`crate::finetune`]).
     #[serde(default = "default_weak_train")]
     pub train: String,
+    /// `ORG/NAME@REVISION` only: fetch that revision from the hub into the hub cache (weights
+    /// included) when the cache does not hold it, as a family's `download = true` does.
+    #[serde(default)]
+    pub download: bool,
 }
 
 fn default_weak_train() -> String {
@@ -505,6 +510,17 @@ impl Plan {
             }
         }
         check_dtype(&self.weak.dtype, "weak.dtype")?;
+        if self.weak.download {
+            let m = &self.weak.model;
+            let repo = m.rsplit_once('@').map_or(m.as_str(), |(r, _)| r);
+            if !w2sg_lm::hub::is_repo_id(repo) || Path::new(m).exists() || Path::new(repo).exists()
+            {
+                return Err(format!(
+                    "weak.download: `download = true` needs `model = \"ORG/NAME@REVISION\"`, a hub \
+                     repository (`{m}` is a path)"
+                ));
+            }
+        }
         if !WEAK_TRAIN.contains(&self.weak.train.as_str()) {
             return Err(format!(
                 "weak.train: unknown value \"{}\" (known: {})",
@@ -843,6 +859,39 @@ mod tests {
             let err = Plan::from_toml(&text, Path::new("/")).unwrap_err();
             assert!(err.contains(needle), "{edit}: {err}");
         }
+    }
+
+    #[test]
+    fn weak_download_is_for_a_hub_repository_only() {
+        let p = Plan::from_toml(MINIMAL, Path::new("/")).unwrap();
+        assert!(!p.weak.download, "off unless asked for");
+        let hub = MINIMAL.replace(
+            "model = \"/fam/weak@step300\"",
+            "model = \"org/weak@step300\"\ndownload = true",
+        );
+        let p = Plan::from_toml(&hub, Path::new("/nonexistent")).unwrap();
+        assert!(p.weak.download);
+        assert_eq!(p.weak.model, "org/weak@step300");
+        for (model, needle) in [
+            (
+                "/fam/weak@step300",
+                "weak.download: `download = true` needs",
+            ),
+            ("weak", "weak.download: `download = true` needs"),
+        ] {
+            let text = MINIMAL.replace(
+                "model = \"/fam/weak@step300\"",
+                &format!("model = \"{model}\"\ndownload = true"),
+            );
+            let err = Plan::from_toml(&text, Path::new("/")).unwrap_err();
+            assert!(err.contains(needle), "{model}: {err}");
+        }
+        let text = MINIMAL.replace(
+            "model = \"/fam/weak@step300\"",
+            "model = \"org/weak@step300\"\ndownload = 1",
+        );
+        let err = Plan::from_toml(&text, Path::new("/")).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
     }
 
     #[test]

@@ -167,6 +167,9 @@ fn preview<'a>(names: impl Iterator<Item = &'a str>) -> String {
 
 /// The weak model as a checkpoint.
 pub fn weak_checkpoint(plan: &Plan) -> Result<CheckpointRef> {
+    if plan.weak.download {
+        crate::fetch::ensure_weak(&plan.weak.model)?;
+    }
     let resolved = w2sg_lm::hub::resolve(&plan.weak.model, None)?;
     let name = resolved.revision.clone().unwrap_or_else(|| {
         resolved
