@@ -53,6 +53,18 @@ impl Bars {
     }
 }
 
+/// A phase a failed library call left open is cleared when the command drops its options, before it
+/// prints the error, so the error line is not drawn over by a stale bar.
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Ok(current) = self.current.get_mut() {
+            if let Some(bar) = current.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
 impl Progress for Bars {
     fn phase(&self, len: u64, done: u64, unit: &str) {
         let b = bar(self.bars, len, unit);
