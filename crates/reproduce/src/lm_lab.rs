@@ -61,8 +61,9 @@ pub const WEAK_STEP: u64 = 32;
 /// - **Fine-tuned students** (word order only): the whole model with a one-logit head, 1 epoch at
 ///   lr 1e-4 (2 epochs in full mode), beside the probes. A fine-tuned student costs hundreds of probes,
 ///   so the quick mode fine-tunes 5 checkpoints spread over the log-step axis (before, around and
-///   after the probes' transition near step 40) with one seed; the full mode every 5th checkpoint
-///   with every seed. On the quick family at step 1200 (measured while choosing), full fine-tuning
+///   after the probes' transition near step 40) with one seed; the full mode, as the issue that
+///   asked for it says, every checkpoint with every seed (35 × 3 × 3 = 315 students; one took 37 s
+///   on the `small` shape, 2 epochs, 2 cores, so about 3¼ hours on top of the probes). On the quick family at step 1200 (measured while choosing), full fine-tuning
 ///   recovered more of the gap than the probe (w2s 0.718 vs 0.692, xent), while training only the
 ///   last block at this learning rate stayed below the weak supervisor.
 pub fn setup(quick: bool) -> Result<LmSetup, ReproError> {
@@ -101,7 +102,7 @@ pub fn setup(quick: bool) -> Result<LmSetup, ReproError> {
         ft_subset = if quick {
             "revisions = [\"step8\", \"step32\", \"step80\", \"step200\", \"step1200\"]\nseeds = [0]\n"
         } else {
-            "revisions = { every = 5 }\n"
+            ""
         },
     );
     Ok(LmSetup { weak, strong, plan })
@@ -472,4 +473,35 @@ pub fn probe_vs_finetune(a: &Analysis) -> Option<(Section, Value)> {
             rows,
         );
     Some((section, Value::Array(json_rows)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use w2sg_sweep::plan::Revisions;
+
+    /// The built-in plans parse, and fine-tune what the README says: the quick one five checkpoints
+    /// with seed 0, the full one every checkpoint of the strong family with every seed.
+    #[test]
+    fn the_built_in_plans_fine_tune_what_the_readme_says() {
+        let base = Path::new("/nonexistent/sweep");
+        let quick = w2sg_sweep::Plan::from_toml(&setup(true).unwrap().plan, base).unwrap();
+        assert_eq!(
+            quick.finetune.revisions,
+            Revisions::List(
+                ["step8", "step32", "step80", "step200", "step1200"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert!(quick.finetune.covers_seed(0) && !quick.finetune.covers_seed(1));
+        let full = w2sg_sweep::Plan::from_toml(&setup(false).unwrap().plan, base).unwrap();
+        assert_eq!(full.finetune.revisions, full.families[0].revisions);
+        assert_eq!(full.families[0].revisions, Revisions::All("all".into()));
+        assert!(full.seeds.iter().all(|&s| full.finetune.covers_seed(s)));
+        assert_eq!(full.finetune.epochs, 2);
+        for plan in [&quick, &full] {
+            assert!(plan.finetune.covers("word-order") && !plan.finetune.covers("vader-movies"));
+        }
+    }
 }
