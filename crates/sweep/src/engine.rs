@@ -185,6 +185,18 @@ pub fn run(resolved: &Resolved, store: &Store, opts: &RunOptions) -> Result<RunR
     Ok(report)
 }
 
+/// Progress inside a feature-extraction unit of `ds`, as the status line: `label` and the examples
+/// done so far.
+fn examples_done<'a>(bar: &'a dyn Progress, label: String, ds: &Dataset) -> impl FnMut(usize) + 'a {
+    let n = ds.texts.len();
+    move |done| bar.status(&format!("{label} · features {done}/{n} examples"))
+}
+
+/// Progress inside a fine-tuning unit, as the status line: `label` and the optimizer steps done.
+fn steps_done<'a>(bar: &'a dyn Progress, label: &'a str) -> impl FnMut(usize, usize) + 'a {
+    move |done, total| bar.status(&format!("{label} · step {done}/{total}"))
+}
+
 /// The weak supervisor's units on one task, and what the students need of them.
 struct WeakParts {
     splits: BTreeMap<u64, Split>,
@@ -209,7 +221,8 @@ fn run_weak(
         let wf_spec = features_spec(plan, weak, ds)?;
         bar.status(&format!("{} · weak {} features", ds.name, weak.revision));
         let o = store.run_unit(&wf_spec, opts.policy, || {
-            extract_features(plan, weak, ds, &mut |_| {})
+            let label = format!("{} · weak {}", ds.name, weak.revision);
+            extract_features(plan, weak, ds, &mut examples_done(bar, label, ds))
         })?;
         report.count(
             &format!("features of weak {} on {}", weak.revision, ds.name),
@@ -230,10 +243,11 @@ fn run_weak(
             }
             Some(None) => None,
             None => {
-                bar.status(&format!(
+                let label = format!(
                     "{} · fine-tuning weak {} seed {seed}",
                     ds.name, weak.revision
-                ));
+                );
+                bar.status(&label);
                 let partial = crate::finetune::epoch_checkpoint(store.path(), &key);
                 let o = store.run_unit(&spec, opts.policy, || {
                     crate::finetune::finetune_weak_labels(
@@ -243,6 +257,7 @@ fn run_weak(
                         &split,
                         seed,
                         Some((&partial, &key)),
+                        &mut steps_done(bar, &label),
                     )
                 })?;
                 crate::finetune::remove_epoch_checkpoint(&partial);
@@ -373,7 +388,8 @@ fn run_checkpoint(
     }
     let what = format!("features of {}/{} on {}", ck.family, ck.revision, ds.name);
     let o = store.run_unit(&fspec, opts.policy, || {
-        extract_features(plan, ck, ds, &mut |_| {})
+        let label = format!("{} · {}/{}", ds.name, ck.family, ck.revision);
+        extract_features(plan, ck, ds, &mut examples_done(bar, label, ds))
     })?;
     report.count(&what, &o);
     bar.advance(1);
@@ -447,10 +463,11 @@ fn run_finetuned(
                     .get(&seed)
                     .map(|(b, t)| (b.as_slice(), t.as_slice()))
             };
-            bar.status(&format!(
+            let label = format!(
                 "{} · {}/{} · fine-tuning {loss} seed {seed}",
                 ds.name, ck.family, ck.revision
-            ));
+            );
+            bar.status(&label);
             let key = spec.key()?;
             let partial = epoch_checkpoint(store.path(), &key);
             let o = store.run_unit(&spec, opts.policy, || {
@@ -463,6 +480,7 @@ fn run_finetuned(
                     &loss,
                     weak,
                     Some((&partial, &key)),
+                    &mut steps_done(bar, &label),
                 )
             })?;
             // Stored (done or failed) or found stored: the epoch checkpoint is of no more use.

@@ -137,7 +137,8 @@ fn create_dir(dir: &Path) -> std::result::Result<(), String> {
 }
 
 /// Trains one fine-tuned student and evaluates it on the test split: the unit's computation.
-/// `resume`: the unit's epoch checkpoint file and its identity (the unit key).
+/// `resume`: the unit's epoch checkpoint file and its identity (the unit key); `steps(done, total)`
+/// is called after every optimizer step.
 #[allow(clippy::too_many_arguments)]
 pub fn finetune_student(
     plan: &Plan,
@@ -148,6 +149,7 @@ pub fn finetune_student(
     loss: &str,
     weak: Option<(&[f64], &[f64])>,
     resume: Option<(&Path, &UnitKey)>,
+    steps: &mut dyn FnMut(usize, usize),
 ) -> std::result::Result<UnitOutput, String> {
     let cfg = finetune_config(plan, ds, seed).map_err(|e| e.to_string())?;
     let targets: Vec<f64> = match (loss, weak) {
@@ -169,6 +171,7 @@ pub fn finetune_student(
         &loss_kind,
         &split.test,
         resume,
+        steps,
     )?;
     let e = |e: w2sg_protocol::Error| e.to_string();
     let labels = ds.labels_at(&split.test);
@@ -192,7 +195,7 @@ pub fn finetune_student(
 /// fine-tuned on split A's true labels (hard targets, cross-entropy) with the plan's `[finetune]`
 /// settings and the seed; its probabilities on B, then on test, are the unit's blob, laid out as the
 /// probe supervisor's ([`crate::specs::weak_output`]).
-/// `resume` as for [`finetune_student`].
+/// `resume` and `steps` as for [`finetune_student`].
 pub fn finetune_weak_labels(
     plan: &Plan,
     weak: &CheckpointRef,
@@ -200,6 +203,7 @@ pub fn finetune_weak_labels(
     split: &Split,
     seed: u64,
     resume: Option<(&Path, &UnitKey)>,
+    steps: &mut dyn FnMut(usize, usize),
 ) -> std::result::Result<UnitOutput, String> {
     let cfg = finetune_config(plan, ds, seed).map_err(|e| e.to_string())?;
     let targets = w2sg_protocol::features::hard_targets(&ds.labels_at(&split.weak));
@@ -215,6 +219,7 @@ pub fn finetune_weak_labels(
         &Loss::Xent,
         &eval,
         resume,
+        steps,
     )?;
     let on_test = probs.split_off(split.strong.len());
     let (mut result, blob) = weak_output(ds, split, probs, &on_test)?;
@@ -238,7 +243,7 @@ fn insert_run_fields(result: &mut Map<String, Value>, cfg: &FinetuneConfig, out:
 /// Fine-tunes checkpoint `ck` on the examples `train` of `ds` with per-example `targets` under
 /// `loss`, then returns its probabilities (σ of the logits) on the examples `eval`, in order, and the
 /// run's output. A non-finite logit is an error (the run diverged), never a stored probability.
-/// `resume`: the unit's epoch checkpoint file and its identity (the unit key).
+/// `resume` and `steps` as for [`finetune_student`].
 #[allow(clippy::too_many_arguments)]
 fn train_and_predict(
     plan: &Plan,
@@ -250,6 +255,7 @@ fn train_and_predict(
     loss: &Loss,
     eval: &[usize],
     resume: Option<(&Path, &UnitKey)>,
+    steps: &mut dyn FnMut(usize, usize),
 ) -> std::result::Result<(Vec<f64>, FinetuneOutput), String> {
     ck.ensure_weights()?;
     // Shared by the targets and the epoch checkpoint's save and restore.
@@ -297,7 +303,10 @@ fn train_and_predict(
         &eval,
         cfg,
         &candle_core::Device::Cpu,
-        &mut |_, _| crate::fault::visit("sweep-finetune-step"),
+        &mut |done, total| {
+            crate::fault::visit("sweep-finetune-step");
+            steps(done, total)
+        },
         None,
         resume.as_mut(),
     )

@@ -374,7 +374,35 @@ fn fine_tuned_students_sit_beside_the_probes_resume_and_merge() {
     // students each.
     let units = 9 * (1 + 2 * 3) + 1 + 2 + 3 * 2 * 3;
     assert_eq!(first.units_done, units);
-    assert_one_full_phase(&rec.events(), units as u64);
+    let events = rec.events();
+    assert_one_full_phase(&events, units as u64);
+    // Inside the long units the status line counts too, up to the end: the examples of a
+    // feature-extraction unit, the optimizer steps of a fine-tuning one.
+    let finished = |s: &str, before: &str, after: &str| {
+        s.rsplit_once(before)
+            .and_then(|(_, tail)| tail.strip_suffix(after))
+            .and_then(|c| c.split_once('/'))
+            .is_some_and(|(d, t)| d == t && t.parse::<usize>().is_ok_and(|t| t > 0))
+    };
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Status(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.contains("step8 · fine-tuning") && finished(s, " · step ", "")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.contains("step8") && finished(s, " · features ", " examples")),
+        "{statuses:?}"
+    );
     assert_eq!(first.units_failed, 0);
     let rows = read_csv(&out.join("results.csv"));
     let tuned: Vec<_> = rows
