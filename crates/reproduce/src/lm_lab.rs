@@ -63,7 +63,8 @@ pub const WEAK_STEP: u64 = 32;
 ///   so the quick mode fine-tunes 5 checkpoints spread over the log-step axis (before, around and
 ///   after the probes' transition near step 40) with one seed; the full mode, as the issue that
 ///   asked for it says, every checkpoint with every seed (35 × 3 × 3 = 315 students; one took 37 s
-///   on the `small` shape, 2 epochs, 2 cores, so about 3¼ hours on top of the probes). On the quick family at step 1200 (measured while choosing), full fine-tuning
+///   on the `small` shape, 2 epochs, 2 cores, so about 3¼ hours on top of the probes). On the
+///   quick family at step 1200 (measured while choosing), full fine-tuning
 ///   recovered more of the gap than the probe (w2s 0.718 vs 0.692, xent), while training only the
 ///   last block at this learning rate stayed below the weak supervisor.
 pub fn setup(quick: bool) -> Result<LmSetup, ReproError> {

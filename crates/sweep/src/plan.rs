@@ -511,13 +511,13 @@ impl Plan {
         }
         check_dtype(&self.weak.dtype, "weak.dtype")?;
         if self.weak.download {
+            // `resolve_paths` made a local directory's path absolute, so it is never a repository id.
             let m = &self.weak.model;
             let repo = m.rsplit_once('@').map_or(m.as_str(), |(r, _)| r);
-            if !w2sg_lm::hub::is_repo_id(repo) || Path::new(m).exists() || Path::new(repo).exists()
-            {
+            if !w2sg_lm::hub::is_repo_id(repo) {
                 return Err(format!(
                     "weak.download: `download = true` needs `model = \"ORG/NAME@REVISION\"`, a hub \
-                     repository (`{m}` is a path)"
+                     repository (`{m}` is not one)"
                 ));
             }
         }
